@@ -1,0 +1,391 @@
+"""Whole-model costs of a Llama-shaped decoder: prefill, decode step, naive step; TTFT, TBT, TPS.
+
+A layer is: RMSNorm, QKV projection, attention (GQA), O projection, RMSNorm, SwiGLU MLP
+(gate and up projections, down projection); the model ends in a norm and an LM head.
+
+Phase costs follow the worked figures of "Why LLM Inference is So Difficult" (chapters 4-8):
+
+- FLOPs are the sum of the op costs in `theory.ops`: every projection is a GEMM (2*tokens*params)
+  and attention is counted exactly (causal pairs by default; the full N^2 when `causal=False`,
+  the convention the worked figures use). Logits are computed for the last token of each
+  sequence only, as a serving engine does for the first token.
+- Bytes are the compulsory HBM traffic of the phase: the weights once (every layer, the final
+  norm and the LM head matrix), plus the KV cache: written for the prompt in prefill, read for
+  the context (and the new token written) in decode. Activations are left out, as the worked
+  figures leave them out.
+- Time is that cost on a roof (`theory.roofline`): one launch floor + max(compute, memory).
+
+Metrics (chapter 4): TTFT = prefill time; TBT = decode-step time at the given context;
+TPS = 1 / TBT; latency = TTFT + (generated - 1) * TBT; throughput = batch / TBT tokens per second
+across the batch (rising with batch while TBT rises too: the throughput/latency trade-off).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from roofbench.theory import ops
+from roofbench.theory.ops import OpCost, dtype_bytes
+from roofbench.theory.roofline import Roof
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The shape of a Llama-style decoder (field names follow Hugging Face's config.json)."""
+
+    name: str
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    intermediate_size: int
+    vocab_size: int
+    head_dim: int = 0  # 0: hidden_size // num_heads
+    tie_word_embeddings: bool = False
+    attention_bias: bool = False
+    mlp_bias: bool = False
+
+    def __post_init__(self) -> None:
+        sizes = {
+            "hidden_size": self.hidden_size,
+            "num_layers": self.num_layers,
+            "num_heads": self.num_heads,
+            "num_kv_heads": self.num_kv_heads,
+            "intermediate_size": self.intermediate_size,
+            "vocab_size": self.vocab_size,
+        }
+        for key, value in sizes.items():
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(
+                    f"model {self.name}: {key} must be a positive integer, got {value}"
+                )
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(
+                f"model {self.name}: num_heads ({self.num_heads}) is not a multiple of "
+                f"num_kv_heads ({self.num_kv_heads})"
+            )
+        if self.head_dim == 0:
+            if self.hidden_size % self.num_heads:
+                raise ValueError(
+                    f"model {self.name}: hidden_size ({self.hidden_size}) is not divisible by "
+                    f"num_heads ({self.num_heads}) and no head_dim is given"
+                )
+            object.__setattr__(self, "head_dim", self.hidden_size // self.num_heads)
+        elif self.head_dim < 0:
+            raise ValueError(f"model {self.name}: head_dim must be positive, got {self.head_dim}")
+
+    # --- shapes of the projections, as (out_features, in_features) -------------------------
+    @property
+    def q_dim(self) -> int:
+        return self.num_heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.num_kv_heads * self.head_dim
+
+    def linear_shapes(self) -> dict[str, tuple[int, int]]:
+        """Weight shapes [N, K] of one layer's projections (QKV fused, gate and up fused)."""
+        return {
+            "qkv_proj": (self.q_dim + 2 * self.kv_dim, self.hidden_size),
+            "o_proj": (self.hidden_size, self.q_dim),
+            "gate_up_proj": (2 * self.intermediate_size, self.hidden_size),
+            "down_proj": (self.hidden_size, self.intermediate_size),
+        }
+
+    # --- parameters ---------------------------------------------------------------------------
+    def layer_params(self) -> int:
+        """Parameters of one layer: projections, their biases if any, and the two norms."""
+        params = sum(n * k for n, k in self.linear_shapes().values())
+        if self.attention_bias:
+            params += self.q_dim + 2 * self.kv_dim + self.hidden_size
+        if self.mlp_bias:
+            params += 2 * self.intermediate_size + self.hidden_size
+        return params + 2 * self.hidden_size
+
+    @property
+    def embedding_params(self) -> int:
+        return self.vocab_size * self.hidden_size
+
+    @property
+    def params(self) -> int:
+        """All parameters: layers, final norm, embedding and (unless tied) the LM head."""
+        head = 0 if self.tie_word_embeddings else self.embedding_params
+        return (
+            self.num_layers * self.layer_params() + self.hidden_size + self.embedding_params + head
+        )
+
+    def weights_bytes(self, dtype: str = "bf16") -> int:
+        """Memory the weights occupy."""
+        return self.params * dtype_bytes(dtype)
+
+    def weights_read_bytes(self, dtype: str = "bf16") -> int:
+        """Weights one forward pass must read: every layer, the final norm and the LM head matrix.
+
+        The embedding table is only gathered row by row, so when it is not tied to the LM head it
+        is not counted.
+        """
+        return (
+            self.num_layers * self.layer_params() + self.hidden_size + self.embedding_params
+        ) * (dtype_bytes(dtype))
+
+    def kv_cache_bytes_per_token(self, dtype: str = "bf16") -> int:
+        """K and V of one token over all layers: 2 * layers * kv_heads * head_dim * element size."""
+        return 2 * self.num_layers * self.kv_dim * dtype_bytes(dtype)
+
+    def kv_cache_bytes(self, tokens: int, batch: int = 1, dtype: str = "bf16") -> int:
+        return batch * tokens * self.kv_cache_bytes_per_token(dtype)
+
+    def with_mha(self) -> ModelConfig:
+        """The same model with unshared attention: one KV head per query head."""
+        return dataclasses.replace(self, name=f"{self.name}-mha", num_kv_heads=self.num_heads)
+
+    def with_layers(self, num_layers: int) -> ModelConfig:
+        """The same model cut (or grown) to `num_layers` layers, e.g. to fit one GPU."""
+        return dataclasses.replace(self, name=f"{self.name}-{num_layers}l", num_layers=num_layers)
+
+
+def _llama3(name: str, hidden: int, layers: int, heads: int, intermediate: int) -> ModelConfig:
+    return ModelConfig(
+        name=name,
+        hidden_size=hidden,
+        num_layers=layers,
+        num_heads=heads,
+        num_kv_heads=8,
+        intermediate_size=intermediate,
+        vocab_size=128256,
+        head_dim=128,
+    )
+
+
+# Llama 3 / 3.1 configurations as published with the models (config.json of each).
+_BASE = {
+    "llama3-8b": _llama3("llama3-8b", 4096, 32, 32, 14336),
+    "llama3-70b": _llama3("llama3-70b", 8192, 80, 64, 28672),
+    "llama3-405b": _llama3("llama3-405b", 16384, 126, 128, 53248),
+}
+MODELS: dict[str, ModelConfig] = {**_BASE, **{f"{k}-mha": m.with_mha() for k, m in _BASE.items()}}
+
+
+def from_hf_config(config: dict, name: str = "hf-model") -> ModelConfig:
+    """A ModelConfig from the fields of a Hugging Face `config.json` (Llama-style decoders)."""
+    missing = [
+        key
+        for key in (
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "vocab_size",
+        )
+        if key not in config
+    ]
+    if missing:
+        raise ValueError(f"config.json lacks {', '.join(missing)}")
+    heads = config["num_attention_heads"]
+    return ModelConfig(
+        name=config.get("_name_or_path") or name,
+        hidden_size=config["hidden_size"],
+        num_layers=config["num_hidden_layers"],
+        num_heads=heads,
+        num_kv_heads=config.get("num_key_value_heads") or heads,
+        intermediate_size=config["intermediate_size"],
+        vocab_size=config["vocab_size"],
+        head_dim=config.get("head_dim") or 0,
+        tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
+        attention_bias=bool(config.get("attention_bias", False)),
+        mlp_bias=bool(config.get("mlp_bias", False)),
+    )
+
+
+def load_model(name_or_path: str) -> ModelConfig:
+    """A built-in model by name, or a Hugging Face config.json by path."""
+    if name_or_path in MODELS:
+        return MODELS[name_or_path]
+    path = Path(name_or_path)
+    if path.suffix == ".json" or path.exists():
+        try:
+            config = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError) as err:
+            raise ValueError(f"cannot read {path}: {err.strerror or err}") from None
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} is not valid JSON: {err.msg} at line {err.lineno}") from None
+        if not isinstance(config, dict):
+            raise ValueError(f"{path} does not hold a JSON object")
+        return from_hf_config(config, name=path.parent.name or path.stem)
+    raise KeyError(
+        f"unknown model {name_or_path!r} (built in: {', '.join(MODELS)}; or a config.json)"
+    )
+
+
+# --- phase costs -------------------------------------------------------------------------------
+
+
+def _check_sizes(**sizes: int) -> None:
+    for key, value in sizes.items():
+        if value <= 0:
+            raise ValueError(f"{key} must be positive, got {value}")
+
+
+def layer_ops(
+    model: ModelConfig, tokens: int, attention: OpCost, dtype: str = "bf16"
+) -> dict[str, OpCost]:
+    """The op costs of one layer for `tokens` rows through the projections, plus `attention`."""
+    costs = {name: ops.gemm(tokens, n, k, dtype) for name, (n, k) in model.linear_shapes().items()}
+    costs["attention"] = attention
+    return costs
+
+
+def lm_head(model: ModelConfig, rows: int, dtype: str = "bf16") -> OpCost:
+    """Logits for `rows` tokens: a GEMM against the [vocab, hidden] head matrix."""
+    return ops.gemm(rows, model.vocab_size, model.hidden_size, dtype)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """FLOPs and compulsory bytes of one phase of inference, and its time on a roof."""
+
+    flops: float
+    bytes_: float
+    time_s: float
+    bound: str
+
+    @property
+    def intensity(self) -> float:
+        return self.flops / self.bytes_
+
+
+def _phase(flops: float, bytes_: float, roof: Roof) -> Phase:
+    prediction = roof.predict(OpCost(flops, bytes_))
+    return Phase(flops, bytes_, prediction.time_s, prediction.bound)
+
+
+def prefill(
+    model: ModelConfig,
+    roof: Roof,
+    prompt_tokens: int,
+    batch: int = 1,
+    dtype: str = "bf16",
+    causal: bool = True,
+) -> Phase:
+    """All `prompt_tokens` of `batch` prompts at once: the time to the first token.
+
+    flops = layers * (projections of batch*N rows + attention over N) + LM head for the last
+    token of each prompt; bytes = weights read once + the KV cache of batch*N tokens written.
+    """
+    _check_sizes(prompt_tokens=prompt_tokens, batch=batch)
+    attention = ops.prefill_attention(
+        batch, model.num_heads, model.num_kv_heads, prompt_tokens, model.head_dim, causal, dtype
+    )
+    per_layer = layer_ops(model, batch * prompt_tokens, attention, dtype)
+    flops = model.num_layers * sum(c.flops for c in per_layer.values())
+    flops += lm_head(model, batch, dtype).flops
+    bytes_ = model.weights_read_bytes(dtype) + model.kv_cache_bytes(prompt_tokens, batch, dtype)
+    return _phase(flops, bytes_, roof)
+
+
+def decode_step(
+    model: ModelConfig, roof: Roof, context: int, batch: int = 1, dtype: str = "bf16"
+) -> Phase:
+    """One new token for each of `batch` sequences, each attending to `context` cached tokens.
+
+    flops = layers * (projections of `batch` rows + attention over the context) + LM head;
+    bytes = weights read once (shared by the batch) + each sequence's KV cache read + the new
+    token's K and V written.
+    """
+    _check_sizes(context=context, batch=batch)
+    attention = ops.decode_attention(
+        batch, model.num_heads, model.num_kv_heads, context, model.head_dim, dtype
+    )
+    per_layer = layer_ops(model, batch, attention, dtype)
+    flops = model.num_layers * sum(c.flops for c in per_layer.values())
+    flops += lm_head(model, batch, dtype).flops
+    bytes_ = model.weights_read_bytes(dtype) + model.kv_cache_bytes(context + 1, batch, dtype)
+    return _phase(flops, bytes_, roof)
+
+
+def naive_step(
+    model: ModelConfig,
+    roof: Roof,
+    sequence: int,
+    batch: int = 1,
+    dtype: str = "bf16",
+    causal: bool = True,
+) -> Phase:
+    """One new token without a KV cache: the whole `sequence` goes through the model again.
+
+    flops = those of a prefill of `sequence` tokens (linear in N for the projections, quadratic
+    for attention); bytes = the weights only, since nothing is cached.
+    """
+    full = prefill(model, roof, sequence, batch, dtype, causal)
+    return _phase(full.flops, model.weights_read_bytes(dtype), roof)
+
+
+@dataclass(frozen=True)
+class InferencePrediction:
+    """Everything `roofbench predict` reports for one request shape."""
+
+    model: ModelConfig
+    dtype: str
+    batch: int
+    prompt_tokens: int
+    context: int
+    generate: int
+    causal: bool
+    prefill: Phase
+    decode: Phase
+
+    @property
+    def ttft_s(self) -> float:
+        return self.prefill.time_s
+
+    @property
+    def tbt_s(self) -> float:
+        return self.decode.time_s
+
+    @property
+    def tps(self) -> float:
+        """Tokens per second of one sequence: 1 / TBT."""
+        return 1.0 / self.tbt_s
+
+    @property
+    def latency_s(self) -> float:
+        """TTFT + (generated - 1) * TBT."""
+        return self.ttft_s + (self.generate - 1) * self.tbt_s
+
+    @property
+    def throughput_tokens_per_s(self) -> float:
+        """Tokens per second across the batch while decoding: batch / TBT."""
+        return self.batch / self.tbt_s
+
+    @property
+    def kv_cache_bytes_per_token(self) -> int:
+        return self.model.kv_cache_bytes_per_token(self.dtype)
+
+
+def predict(
+    model: ModelConfig,
+    roof: Roof,
+    prompt_tokens: int,
+    context: int | None = None,
+    batch: int = 1,
+    generate: int = 1,
+    dtype: str = "bf16",
+    causal: bool = True,
+) -> InferencePrediction:
+    """Prefill of the prompt and a decode step at `context` (default: the prompt length)."""
+    _check_sizes(generate=generate)
+    context = prompt_tokens if context is None else context
+    return InferencePrediction(
+        model=model,
+        dtype=dtype,
+        batch=batch,
+        prompt_tokens=prompt_tokens,
+        context=context,
+        generate=generate,
+        causal=causal,
+        prefill=prefill(model, roof, prompt_tokens, batch, dtype, causal),
+        decode=decode_step(model, roof, context, batch, dtype),
+    )
