@@ -87,11 +87,14 @@ class ModelConfig:
         return self.num_kv_heads * self.head_dim
 
     def linear_shapes(self) -> dict[str, tuple[int, int]]:
-        """Weight shapes [N, K] of one layer's projections (QKV fused, gate and up fused)."""
+        """Weight shapes [N, K] (out, in features) of one layer's projections."""
         return {
-            "qkv_proj": (self.q_dim + 2 * self.kv_dim, self.hidden_size),
+            "q_proj": (self.q_dim, self.hidden_size),
+            "k_proj": (self.kv_dim, self.hidden_size),
+            "v_proj": (self.kv_dim, self.hidden_size),
             "o_proj": (self.hidden_size, self.q_dim),
-            "gate_up_proj": (2 * self.intermediate_size, self.hidden_size),
+            "gate_proj": (self.intermediate_size, self.hidden_size),
+            "up_proj": (self.intermediate_size, self.hidden_size),
             "down_proj": (self.hidden_size, self.intermediate_size),
         }
 
