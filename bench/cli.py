@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from rich.console import Console
 
@@ -54,11 +55,134 @@ def _add_predict(sub) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def _choices(known: tuple[str, ...]):
+    """A comma-separated subset of `known`, refused with the known names otherwise."""
+
+    def parse(text: str) -> tuple[str, ...]:
+        picked = tuple(part.strip() for part in text.split(",") if part.strip())
+        wrong = [p for p in picked if p not in known]
+        if wrong or not picked:
+            raise argparse.ArgumentTypeError(
+                f"unknown {', '.join(wrong) or 'empty list'} (known: {', '.join(known)})"
+            )
+        return picked
+
+    return parse
+
+
+def _add_run(sub) -> None:
+    from roofbench.bench.cases import IMPLS, OPS, SWEEPS
+
+    p = sub.add_parser(
+        "run",
+        help="measure a sweep on this GPU and write records, summary and plots",
+        description="Measure every case of a sweep for our kernels and the torch references; "
+        "write results/<gpu-slug>/<UTC time>/ (records.csv, run.json, summary.md, plots).",
+    )
+    p.add_argument("--sweep", choices=SWEEPS, default="quick")
+    p.add_argument("--out", default="results", help="folder the run folder goes under")
+    p.add_argument("--ops", type=_choices(OPS), default=OPS, help="comma-separated subset")
+    p.add_argument("--impls", type=_choices(IMPLS), default=IMPLS, help="comma-separated subset")
+    p.add_argument(
+        "--time-cap",
+        type=positive_float,
+        default=0.5,
+        metavar="S",
+        help="most seconds of sampling per measurement (default 0.5)",
+    )
+    p.add_argument("--no-gpm", action="store_true", help="skip the 100 ms GPM window per case")
+    p.add_argument("--resume", metavar="RUN_DIR", help="finish a run folder a killed run left")
+
+
+def _add_compare(sub) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="compare two runs (records CSV or pytest-benchmark JSON); exit 1 on a slowdown",
+        description="Match cases of BASE and NEW; a case is slower when its median grew past "
+        "the threshold and the p20..p80 spreads do not overlap.",
+    )
+    p.add_argument("base")
+    p.add_argument("new")
+    p.add_argument("--threshold", default="5%", help="e.g. 5%% or 0.05 (default 5%%)")
+
+
+def _add_report(sub) -> None:
+    p = sub.add_parser(
+        "report",
+        help="rewrite summary.md and the plots of a run folder from its records",
+    )
+    p.add_argument("run_dir")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="roofbench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_predict(sub)
+    _add_run(sub)
+    _add_compare(sub)
+    _add_report(sub)
     return parser
+
+
+def _run(args, console: Console) -> int:
+    from roofbench.bench.cases import sweep
+    from roofbench.bench.run import run
+
+    if args.resume and not (Path(args.resume) / "run.json").exists():
+        raise ValueError(f"{args.resume} is not a run folder (no run.json)")
+    cases = [c for c in sweep(args.sweep) if c.op in args.ops]
+    folder = run(
+        args.sweep,
+        cases,
+        args.out,
+        impls=args.impls,
+        console=console,
+        time_cap_s=args.time_cap,
+        resume=args.resume,
+        gpm=not args.no_gpm,
+    )
+    console.print(f"wrote {folder}")
+    print(folder)
+    return 0
+
+
+def _compare(args, console: Console) -> int:
+    from roofbench.bench.compare import (
+        compare,
+        exit_code,
+        load_results,
+        parse_threshold,
+        render_comparison,
+    )
+
+    threshold = parse_threshold(args.threshold)
+    for path in (args.base, args.new):
+        if not Path(path).is_file():
+            raise ValueError(f"{path}: no such file")
+    comparisons = compare(load_results(args.base), load_results(args.new), threshold)
+    render_comparison(comparisons, console)
+    return exit_code(comparisons)
+
+
+def _report(args, console: Console) -> int:
+    from roofbench.bench.run import write_reports
+
+    folder = Path(args.run_dir)
+    if not (folder / "run.json").exists() or not (folder / "records.csv").exists():
+        raise ValueError(f"{folder} is not a run folder (needs run.json and records.csv)")
+    write_reports(folder)
+    console.print(f"wrote {folder / 'summary.md'} and plots")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,11 +193,11 @@ def main(argv: list[str] | None = None) -> int:
             from roofbench.bench.predict import run_predict
 
             return run_predict(args, console)
+        return {"run": _run, "compare": _compare, "report": _report}[args.command](args, console)
     except (ValueError, KeyError) as err:
         message = err.args[0] if err.args else str(err)
         print(f"roofbench {args.command}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
-    raise AssertionError(f"unhandled command {args.command}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,54 @@
+"""Every case of the sweep, ours and the reference, as pytest-benchmark benchmarks.
+
+Each benchmark: the correctness gate (a failing kernel is never timed), the suite's own timing of
+the case (CUDA events or graph replay, noise-stopped: the record), then pytest-benchmark rounds
+that each draw one more GPU sample from the same timer and advance the GPU clock by it. The
+record rides along in `extra_info`, and the test checks that pytest-benchmark's median is the
+record's within 5%: both are GPU times of the same kernel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from roofbench.bench.gpu_clock import GPU_CLOCK
+from roofbench.bench.measure import observe, prepare
+from roofbench.bench.records import Record
+from roofbench.bench.timing import TimingStats, choose_timer, sample_until_stable
+
+ROUNDS = 30
+AGREEMENT = 0.05
+
+
+def test_kernel(benchmark, case, impl, run_context, record_writer):
+    device = torch.device("cuda", torch.cuda.current_device())
+    prepared = prepare(case, impl, run_context, device)
+    if isinstance(prepared, Record):
+        if record_writer is not None:
+            record_writer.write(prepared)
+        if prepared.status == "failed":
+            pytest.fail(f"{case.id} {impl}: {prepared.reason}")
+        pytest.skip(f"{case.id} {impl}: {prepared.reason}")
+
+    chosen = choose_timer(prepared.call, make_args=prepared.make_args)
+    with run_context.telemetry.window() as window:
+        times, stop = sample_until_stable(chosen.timer, run_context.rule)
+    stats = TimingStats.from_times(times, chosen.method, stop, chosen.calls_per_sample)
+    record = observe(prepared, stats, window, run_context)
+
+    def one_sample() -> None:
+        GPU_CLOCK.advance(chosen.timer.measure(1)[0])
+
+    benchmark.pedantic(one_sample, rounds=ROUNDS, warmup_rounds=2, iterations=1)
+    benchmark.extra_info.update(dataclasses.asdict(record))
+    if record_writer is not None:
+        record_writer.write(record)
+
+    pytest_median_s = benchmark.stats.stats.median
+    assert pytest_median_s == pytest.approx(record.measured_s, rel=AGREEMENT), (
+        f"pytest-benchmark median {pytest_median_s * 1e6:.2f} us vs CUDA-event median "
+        f"{record.measured_s * 1e6:.2f} us"
+    )

@@ -1,0 +1,238 @@
+"""Flash-attention forward for prefill: O = softmax(scale * Q K^T [+ causal mask]) V.
+
+q is [B, Hq, S, D], k and v are [B, Hkv, S, D]; query head h reads kv head h // (Hq // Hkv) (GQA).
+One program owns BLOCK_M query rows of one (batch, head) and streams K/V in BLOCK_N blocks, never
+forming the S x S score matrix. Online softmax per query row, in fp32 and in base 2
+(exp2(x * log2 e) = exp(x), one multiply folded into the scale):
+
+    m_new = max(m, rowmax(s));  p = exp2(s - m_new);  alpha = exp2(m - m_new)
+    l = alpha * l + rowsum(p);  acc = alpha * acc + p @ V;  finally O = acc / l
+
+P is cast to V's dtype for the second tensor-core product (as every flash kernel does).
+
+The KV range splits in two loops: blocks that need no mask (for causal: keys before the first
+query row of the block; otherwise: all whole blocks), then the few blocks that do (the diagonal
+blocks for causal, the ragged tail when S is not a multiple of BLOCK_N). Causal programs stop at
+the diagonal: fully masked blocks are never loaded, halving the work. Programs for the last (most
+expensive) query blocks are launched first, and all heads of one query block run side by side, so
+the heads that share a kv head find it in L2.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from ._util import check_float, is_interpreter, output
+
+LOG2E = 1.4426950408889634
+
+
+def _configs() -> list[triton.Config]:
+    if is_interpreter():
+        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=4, num_stages=1)]
+    # Hopper: 128 query rows over 8 warps (two warp groups of wgmma); on an H200 128x64 with 3
+    # stages won for d=128 causal, 4-warp 128-row tiles ran at half speed. BLOCK_M must be a
+    # multiple of BLOCK_N so the causal diagonal starts on a block boundary.
+    return [
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
+        for bm, bn, w, s in [
+            (128, 64, 8, 3),
+            (128, 64, 8, 4),
+            (128, 128, 8, 3),
+            (128, 128, 8, 2),
+            (64, 64, 4, 3),
+            (64, 32, 4, 3),
+        ]
+    ]
+
+
+@triton.jit
+def _attn_blocks(
+    acc,
+    l_i,
+    m_i,
+    q,
+    k_ptrs,
+    v_ptrs,
+    stride_kn,
+    stride_vn,
+    offs_m,
+    offs_n,
+    lo,
+    hi,
+    seq_len,
+    qk_scale,
+    BLOCK_N: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    MASKED: tl.constexpr,
+):
+    """Fold KV blocks [lo, hi) into the running (acc, l_i, m_i); MASKED applies key < S and, if
+    CAUSAL, key <= query."""
+    for start_n in range(lo, hi, BLOCK_N):
+        start_n = tl.multiple_of(start_n, BLOCK_N)
+        cols = start_n + offs_n
+        if MASKED:
+            k = tl.load(k_ptrs + start_n * stride_kn, mask=cols[:, None] < seq_len, other=0.0)
+        else:
+            k = tl.load(k_ptrs + start_n * stride_kn)
+        s = tl.dot(q, tl.trans(k))
+        if MASKED:
+            keep = cols[None, :] < seq_len
+            if CAUSAL:
+                keep = keep & (offs_m[:, None] >= cols[None, :])
+            s = tl.where(keep, s, float("-inf"))
+        # The scale is applied after the row max (scale > 0 keeps the argmax) and fused into the
+        # exponent's argument as one FMA per score. Every row has seen at least one unmasked key
+        # by its first block (key 0, or the first key of its diagonal block), so m_new is finite
+        # and alpha never computes -inf - -inf.
+        m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
+        p = tl.math.exp2(s * qk_scale - m_new[:, None])
+        alpha = tl.math.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        if MASKED:
+            v = tl.load(v_ptrs + start_n * stride_vn, mask=cols[:, None] < seq_len, other=0.0)
+        else:
+            v = tl.load(v_ptrs + start_n * stride_vn)
+        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.autotune(configs=_configs(), key=["seq_len", "HEAD_DIM", "CAUSAL"])
+@triton.jit
+def _attn_fwd_kernel(
+    q_ptr,
+    k_ptr,
+    v_ptr,
+    o_ptr,
+    qk_scale,
+    seq_len,
+    heads,
+    group,
+    stride_qb,
+    stride_qh,
+    stride_qs,
+    stride_kb,
+    stride_kh,
+    stride_ks,
+    stride_vb,
+    stride_vh,
+    stride_vs,
+    stride_ob,
+    stride_oh,
+    stride_os,
+    HEAD_DIM: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    bh = tl.program_id(0)
+    start_m = tl.num_programs(1) - 1 - tl.program_id(1)  # most expensive query blocks first
+    b = (bh // heads).to(tl.int64)
+    h = bh % heads
+    kvh = (h // group).to(tl.int64)
+    h = h.to(tl.int64)
+
+    offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    q_ptrs = q_ptr + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qs + offs_d[None, :]
+    k_ptrs = k_ptr + b * stride_kb + kvh * stride_kh + offs_n[:, None] * stride_ks + offs_d[None, :]
+    v_ptrs = v_ptr + b * stride_vb + kvh * stride_vh + offs_n[:, None] * stride_vs + offs_d[None, :]
+    q = tl.load(q_ptrs, mask=offs_m[:, None] < seq_len, other=0.0)
+
+    m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_M, HEAD_DIM), dtype=tl.float32)
+
+    if CAUSAL:
+        full_hi = start_m * BLOCK_M  # keys before the block's first query: visible to all rows
+        hi = tl.minimum((start_m + 1) * BLOCK_M, seq_len)
+    else:
+        full_hi = (seq_len // BLOCK_N) * BLOCK_N
+        hi = seq_len
+    acc, l_i, m_i = _attn_blocks(
+        acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_ks, stride_vs, offs_m, offs_n,
+        0, full_hi, seq_len, qk_scale, BLOCK_N, CAUSAL, False,
+    )  # fmt: skip
+    acc, l_i, m_i = _attn_blocks(
+        acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_ks, stride_vs, offs_m, offs_n,
+        full_hi, hi, seq_len, qk_scale, BLOCK_N, CAUSAL, True,
+    )  # fmt: skip
+
+    o = acc / l_i[:, None]
+    o_ptrs = o_ptr + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_os + offs_d[None, :]
+    tl.store(o_ptrs, o.to(o_ptr.dtype.element_ty), mask=offs_m[:, None] < seq_len)
+
+
+def _check_shapes(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    if q.ndim != 4 or k.shape != v.shape or k.ndim != 4:
+        raise ValueError("expected q [B, Hq, S, D] and k, v [B, Hkv, S, D]")
+    b, hq, s, d = q.shape
+    if k.shape[0] != b or k.shape[2] != s or k.shape[3] != d:
+        raise ValueError(f"q {tuple(q.shape)} does not match k/v {tuple(k.shape)}")
+    if hq % k.shape[1]:
+        raise ValueError(f"query heads {hq} not a multiple of kv heads {k.shape[1]}")
+
+
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    causal: bool = True,
+    scale: float | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Flash-attention forward; O [B, Hq, S, D] in q's dtype. scale (> 0) defaults to 1/sqrt(D).
+
+    D must be a power of two (64 and 128 are the tuned cases); the last dimension of q, k, v must
+    be contiguous. `out`: optional contiguous result buffer.
+    """
+    _check_shapes(q, k, v)
+    dtype = check_float(q, k, v)
+    b, hq, s, d = q.shape
+    if d < 16 or d & (d - 1):
+        raise ValueError(f"head_dim {d} must be a power of two >= 16")
+    if q.stride(3) != 1 or k.stride(3) != 1 or v.stride(3) != 1:
+        raise ValueError("q, k, v must be contiguous along head_dim")
+    o = output(out, q.shape, dtype, q.device)
+    if q.numel() == 0:
+        return o
+    scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
+    if not scale > 0:
+        raise ValueError(f"scale must be positive, got {scale}")  # the kernel scales after the max
+
+    def grid(meta):
+        return (b * hq, triton.cdiv(s, meta["BLOCK_M"]))
+
+    _attn_fwd_kernel[grid](
+        q, k, v, o, scale * LOG2E, s, hq, hq // k.shape[1],
+        q.stride(0), q.stride(1), q.stride(2),
+        k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2),
+        o.stride(0), o.stride(1), o.stride(2),
+        HEAD_DIM=d, CAUSAL=bool(causal),
+    )  # fmt: skip
+    return o
+
+
+def attention_reference(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    causal: bool = True,
+    scale: float | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """torch's scaled_dot_product_attention (flash / cuDNN on the GPU) with native GQA."""
+    _check_shapes(q, k, v)
+    o = torch.nn.functional.scaled_dot_product_attention(
+        q, k, v, is_causal=causal, scale=scale, enable_gqa=q.shape[1] != k.shape[1]
+    )
+    if out is None:
+        return o
+    return out.copy_(o)
