@@ -18,7 +18,15 @@ import torch
 from roofbench.bench.cases import Case
 from roofbench.bench.records import Record
 from roofbench.bench.telemetry import Telemetry
-from roofbench.bench.timing import StopRule, TimingStats, time_gpu
+from roofbench.bench.timing import (
+    GRAPH_BELOW_S,
+    ChosenTimer,
+    StopRule,
+    TimingStats,
+    choose_timer,
+    sample_until_stable,
+    warm_up,
+)
 from roofbench.kernels import check as gate
 from roofbench.theory.roofline import Roof
 
@@ -34,6 +42,8 @@ FIT_FRACTION = 0.45
 # GPM counters lag: the kernel runs this long before the first GPM sample. The case was just
 # timed, so the GPU is warm and a shorter lead than a cold start needs will do.
 GPM_LEAD_S = 0.1
+# Without a GPM window, the timed work still runs this long before sampling (see warm_up).
+WARM_UP_S = 0.1
 
 
 @dataclass
@@ -192,20 +202,56 @@ def prepare(case: Case, impl: str, ctx: RunContext, device: torch.device) -> Pre
     return Prepared(record, call, make_args, reduced_gate=small != full)
 
 
-def observe(prepared: Prepared, stats: TimingStats, window, ctx: RunContext) -> Record:
-    """Fill the record of a timed case: times, rates, telemetry and (if asked) a GPM window."""
-    record = fill_timing(prepared.record, stats, ctx.measured_roof)
+@dataclass
+class Timed:
+    """A timed case: its filled record and the timer that timed it (to draw more samples)."""
+
+    record: Record
+    chosen: ChosenTimer
+
+
+def _choose(prepared: Prepared) -> tuple[ChosenTimer, str]:
+    """Graph replay when the case is predicted under the graph threshold, else events.
+
+    The choice follows the prediction, not a first noisy estimate, so both implementations of
+    a case are timed the same way.
+    """
+    if prepared.record.predicted_s < GRAPH_BELOW_S:
+        try:
+            return choose_timer(prepared.call, make_args=prepared.make_args, method="graph"), ""
+        except RuntimeError as err:
+            note = f"graph capture failed ({str(err).splitlines()[0]}), timed with events"
+            torch.cuda.synchronize()
+            return choose_timer(prepared.call, make_args=prepared.make_args, method="events"), note
+    return choose_timer(prepared.call, make_args=prepared.make_args, method="events"), ""
+
+
+def _replay(chosen: ChosenTimer) -> Callable[[], object]:
+    """One untimed unit of the timed work: a graph replay, or one call (no L2 flush)."""
+    timer = chosen.timer
+    return timer.graph.replay if chosen.method == "graph" else timer.fn
+
+
+def time_case(prepared: Prepared, ctx: RunContext) -> Timed:
+    """Warm the GPU (with the GPM window when asked), then sample until the stop rule says so."""
+    chosen, note = _choose(prepared)
     gpm = None
     if ctx.gpm:
-        args = prepared.make_args(0)
-        gpm = ctx.telemetry.gpm_window(lambda: prepared.call(*args), lead_s=GPM_LEAD_S)
+        # The GPM window runs the timed work for a few hundred ms: it doubles as the warm-up.
+        gpm = ctx.telemetry.gpm_window(_replay(chosen), lead_s=GPM_LEAD_S)
+    else:
+        warm_up(chosen.timer, WARM_UP_S)
+    with ctx.telemetry.window() as window:
+        times, stop = sample_until_stable(chosen.timer, ctx.rule)
+    torch.cuda.synchronize()
+    stats = TimingStats.from_times(times, chosen.method, stop, chosen.calls_per_sample)
+    record = fill_timing(prepared.record, stats, ctx.measured_roof)
     record = fill_telemetry(record, window.summary(), gpm)
+    notes = [record.reason, note, "gate on a reduced shape" if prepared.reduced_gate else ""]
+    record = dataclasses.replace(record, reason="; ".join(n for n in notes if n))
     if not math.isfinite(record.measured_s) or record.measured_s <= 0:
-        return dataclasses.replace(record, status="failed", reason="timer returned no time")
-    if prepared.reduced_gate:
-        note = "gate on a reduced shape"
-        record = dataclasses.replace(record, reason=f"{record.reason}; {note}".lstrip("; "))
-    return record
+        record = dataclasses.replace(record, status="failed", reason="timer returned no time")
+    return Timed(record, chosen)
 
 
 def measure(case: Case, impl: str, ctx: RunContext, device: torch.device) -> Record:
@@ -214,14 +260,19 @@ def measure(case: Case, impl: str, ctx: RunContext, device: torch.device) -> Rec
         prepared = prepare(case, impl, ctx, device)
         if isinstance(prepared, Record):
             return prepared
-        with ctx.telemetry.window() as window:
-            stats = time_gpu(prepared.call, make_args=prepared.make_args, rule=ctx.rule)
-        return observe(prepared, stats, window, ctx)
+        return time_case(prepared, ctx).record
     except torch.cuda.OutOfMemoryError as err:
         return dataclasses.replace(
             base_record(case, impl, ctx),
             status="skipped",
             reason=f"out of memory: {str(err).splitlines()[0]}",
+        )
+    except Exception as err:  # one broken case is recorded; the sweep goes on
+        first_line = (str(err).splitlines() or [""])[0][:200]
+        return dataclasses.replace(
+            base_record(case, impl, ctx),
+            status="failed",
+            reason=f"raised {type(err).__name__} while timing: {first_line}",
         )
     finally:
         torch.cuda.empty_cache()

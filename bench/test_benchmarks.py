@@ -15,9 +15,8 @@ import pytest
 import torch
 
 from roofbench.bench.gpu_clock import GPU_CLOCK
-from roofbench.bench.measure import observe, prepare
+from roofbench.bench.measure import prepare, time_case
 from roofbench.bench.records import Record
-from roofbench.bench.timing import TimingStats, choose_timer, sample_until_stable
 
 ROUNDS = 30
 AGREEMENT = 0.05
@@ -33,14 +32,11 @@ def test_kernel(benchmark, case, impl, run_context, record_writer):
             pytest.fail(f"{case.id} {impl}: {prepared.reason}")
         pytest.skip(f"{case.id} {impl}: {prepared.reason}")
 
-    chosen = choose_timer(prepared.call, make_args=prepared.make_args)
-    with run_context.telemetry.window() as window:
-        times, stop = sample_until_stable(chosen.timer, run_context.rule)
-    stats = TimingStats.from_times(times, chosen.method, stop, chosen.calls_per_sample)
-    record = observe(prepared, stats, window, run_context)
+    timed = time_case(prepared, run_context)
+    record = timed.record
 
     def one_sample() -> None:
-        GPU_CLOCK.advance(chosen.timer.measure(1)[0])
+        GPU_CLOCK.advance(timed.chosen.timer.measure(1)[0])
 
     benchmark.pedantic(one_sample, rounds=ROUNDS, warmup_rounds=2, iterations=1)
     benchmark.extra_info.update(dataclasses.asdict(record))

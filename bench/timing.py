@@ -483,6 +483,19 @@ def choose_timer(
     return ChosenTimer(EventTimer(call, flush), "events")
 
 
+def warm_up(timer: Timer, seconds: float, clock: Callable[[], float] = time.perf_counter) -> int:
+    """Draw (and drop) samples for at least `seconds` of host time; returns how many.
+
+    A GPU that sat idle (between cases, during a correctness check) takes a moment to reach its
+    working clocks and power state; a few warm-up samples of a microsecond kernel are not enough.
+    """
+    began, drawn = clock(), 0
+    while drawn == 0 or clock() - began < seconds:
+        timer.measure(1)
+        drawn += 1
+    return drawn
+
+
 def time_gpu(
     fn: Callable[..., object],
     *,
