@@ -116,6 +116,35 @@ def _add_compare(sub) -> None:
     p.add_argument("--threshold", default="5%", help="e.g. 5%% or 0.05 (default 5%%)")
 
 
+def _add_model(sub) -> None:
+    from roofbench.bench.model import BACKENDS, SWEEPS
+
+    p = sub.add_parser(
+        "model",
+        help="measure TTFT, TBT, naive vs cached decode and MHA vs GQA of a Llama-shaped model",
+        description="A Llama-shaped decoder with random weights, on our kernels and on torch, "
+        "measured against theory.llm; writes results/<gpu-slug>/model-<model>-<UTC time>/.",
+    )
+    p.add_argument("--model", default="llama3-8b", help="built-in name or a config.json path")
+    p.add_argument(
+        "--layers",
+        type=positive_int,
+        metavar="L",
+        help="layers to build (default: all, or as many as fit in half the GPU memory)",
+    )
+    p.add_argument("--sweep", choices=sorted(SWEEPS), default="quick")
+    p.add_argument("--out", default="results", help="folder the run folder goes under")
+    p.add_argument("--backends", type=_choices(BACKENDS), default=BACKENDS)
+    p.add_argument(
+        "--time-budget",
+        type=positive_float,
+        metavar="S",
+        help="stop measuring after S seconds; the rest is written as skipped",
+    )
+    p.add_argument("--time-cap", type=positive_float, default=1.0, metavar="S")
+    p.add_argument("--no-gpm", action="store_true", help="skip the GPM windows")
+
+
 def _add_report(sub) -> None:
     p = sub.add_parser(
         "report",
@@ -130,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(sub)
     _add_run(sub)
     _add_compare(sub)
+    _add_model(sub)
     _add_report(sub)
     return parser
 
@@ -174,14 +204,41 @@ def _compare(args, console: Console) -> int:
     return exit_code(comparisons)
 
 
+def _model(args, console: Console) -> int:
+    from roofbench.bench.model import run_model
+    from roofbench.theory.llm import load_model
+
+    load_model(args.model)  # an unknown model or a bad config.json fails here, before any work
+    folder = run_model(
+        args.model,
+        layers=args.layers,
+        sweep=args.sweep,
+        out_dir=args.out,
+        backends=args.backends,
+        time_budget_s=args.time_budget,
+        console=console,
+        time_cap_s=args.time_cap,
+        gpm=not args.no_gpm,
+    )
+    print(folder)
+    return 0
+
+
 def _report(args, console: Console) -> int:
+    from roofbench.bench.model import RECORDS_CSV
+    from roofbench.bench.model_report import write_report
     from roofbench.bench.run import write_reports
 
     folder = Path(args.run_dir)
-    if not (folder / "run.json").exists() or not (folder / "records.csv").exists():
-        raise ValueError(f"{folder} is not a run folder (needs run.json and records.csv)")
-    write_reports(folder)
-    console.print(f"wrote {folder / 'summary.md'} and plots")
+    if not (folder / "run.json").exists():
+        raise ValueError(f"{folder} is not a run folder (no run.json)")
+    if (folder / "records.csv").exists():
+        write_reports(folder)
+    elif (folder / RECORDS_CSV).exists():
+        write_report(folder)
+    else:
+        raise ValueError(f"{folder} holds no records.csv or {RECORDS_CSV}")
+    console.print(f"rewrote the summary and plots of {folder}")
     return 0
 
 
@@ -193,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
             from roofbench.bench.predict import run_predict
 
             return run_predict(args, console)
-        return {"run": _run, "compare": _compare, "report": _report}[args.command](args, console)
+        commands = {"run": _run, "compare": _compare, "model": _model, "report": _report}
+        return commands[args.command](args, console)
     except (ValueError, KeyError) as err:
         message = err.args[0] if err.args else str(err)
         print(f"roofbench {args.command}: error: {message}", file=sys.stderr)
