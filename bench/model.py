@@ -659,6 +659,8 @@ def run_model(
         if cuda
         else gpu.memory_gb * 1e9
     )
+    # The name the device reports, as the kernel sweep records it; the table's name without one.
+    gpu_name = torch.cuda.get_device_name() if cuda else gpu.name
     auto = layers is None
     layers = min(layers or fitting_layers(full, memory_bytes), full.num_layers)
     config = full if layers == full.num_layers else full.with_layers(layers)
@@ -690,7 +692,7 @@ def run_model(
         "sweep_spec": dataclasses.asdict(SWEEPS[sweep]),
         "backends": list(backends),
         "dtype": DTYPE,
-        "gpu": gpu.name,
+        "gpu": gpu_name,
         "gpu_slug": gpu.slug,
         "started": utc_now(),
         **versions(),
@@ -699,7 +701,7 @@ def run_model(
         "ceilings": None,
         "time_budget_s": time_budget_s,
     }
-    identity = {"gpu": gpu.name, "sweep": f"model-{sweep}", **versions()}
+    identity = {"gpu": gpu_name, "sweep": f"model-{sweep}", **versions()}
     if not cuda:
         meta["note"] = NO_GPU_NOTE
         _write_meta(folder, meta)
