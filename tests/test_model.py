@@ -345,6 +345,7 @@ def test_measuring_path_end_to_end_with_fakes(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(torch.cuda, "get_device_properties",
                         lambda i: type("P", (), {"total_memory": 80e9})())  # fmt: skip
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free["bytes"], 80e9))
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
     monkeypatch.setattr(bm, "_cuda_device", lambda: torch.device("cpu"))
