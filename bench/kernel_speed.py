@@ -6,15 +6,17 @@ Each kernel and its torch baseline first pass the correctness gate (`kernels.che
 shape that is timed; one that fails is reported and not timed. Timing, per row, is the same method
 for both sides, in one process:
 
-- "graph": microsecond kernels (GEMV, decode attention) are captured CALLS_PER_GRAPH times in a
-  CUDA graph, cycling through enough copies of the inputs that they cannot sit in L2, and each
-  replay is timed with CUDA events; the row gives the median replay time / CALLS_PER_GRAPH.
-- "events": millisecond kernels (GEMM, prefill attention) go through triton.testing.do_bench
-  (events, L2 flushed between calls), median.
+- "graph": microsecond kernels (GEMV, GEMM with few rows, decode attention) are captured
+  CALLS_PER_GRAPH times in a CUDA graph, cycling through enough copies of the inputs that they
+  cannot sit in L2, and each replay is timed with CUDA events; the row gives the median replay
+  time / CALLS_PER_GRAPH.
+- "events": millisecond kernels (GEMM with many rows, prefill attention) go through
+  triton.testing.do_bench (events, L2 flushed between calls), median.
 
-Autotuning happens in the warm-up, outside the timed region. FLOP and byte counts come from
-roofbench.theory.ops; ratio = ref_us / ours_us (> 1: the Triton kernel is faster). The table is
-printed and written as DIR/kernel_speed.csv with the GPU name, versions and a UTC timestamp.
+Autotuning (the kernels time a few launch configurations per shape at first call) happens in
+the warm-up, outside the timed region. FLOP and byte counts come from roofbench.theory.ops;
+ratio = ref_us / ours_us (> 1: the Triton kernel is faster). The table is printed and written
+as DIR/kernel_speed.csv with the GPU name, versions and a UTC timestamp.
 """
 
 from __future__ import annotations
@@ -166,12 +168,16 @@ def cases() -> list[tuple]:
     """(case, cost, shape label, timing method) for the Llama 3 8B shapes."""
     h, f = LLAMA3_8B["hidden"], LLAMA3_8B["ffn"]
     hq, hkv, d = LLAMA3_8B["heads"], LLAMA3_8B["kv_heads"], LLAMA3_8B["head_dim"]
+    kv = LLAMA3_8B["kv_heads"] * LLAMA3_8B["head_dim"]
     out = []
-    for n, k in ((f, h), (h, f)):
-        out.append((GemvCase(1, n, k), ops.gemm(1, n, k), f"M=1 N={n} K={k}", "graph"))
-    for n, k in ((f, h), (h, f)):
-        out.append((GemmCase(4096, n, k), ops.gemm(4096, n, k), f"M=4096 N={n} K={k}", "events"))
-    for s in (4096, 16384):
+    for m, n, k in ((1, f, h), (1, h, f), (4, h, h), (4, kv, h), (16, h, f)):
+        out.append((GemvCase(m, n, k), ops.gemm(m, n, k), f"M={m} N={n} K={k}", "graph"))
+    for m, n, k in ((4096, f, h), (4096, h, f), (4096, h, h)):
+        out.append((GemmCase(m, n, k), ops.gemm(m, n, k), f"M={m} N={n} K={k}", "events"))
+    # Fewer tokens: microseconds, so timed like the suite times them (graph replay).
+    for m, n, k in ((64, h, f), (64, kv, h), (256, h, f), (1024, kv, h)):
+        out.append((GemmCase(m, n, k), ops.gemm(m, n, k), f"M={m} N={n} K={k}", "graph"))
+    for s in (4096, 8192, 16384):
         case = AttentionCase(1, hq, hkv, s, d, causal=True)
         cost = ops.prefill_attention(1, hq, hkv, s, d, causal=True)
         out.append((case, cost, f"B=1 {hq}q/{hkv}kv d={d} S={s} causal", "events"))

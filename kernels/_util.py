@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
+from collections.abc import Callable, Hashable
 
 import torch
+import triton
+
+try:  # host-side TMA descriptors (Triton >= 3.3); without them the pointer kernels serve
+    from triton.tools.tensor_descriptor import TensorDescriptor
+except ImportError:  # pragma: no cover - older Triton
+    TensorDescriptor = None
 
 # Under Triton's CPU interpreter nothing is compiled and every program runs in numpy, one after
 # another; the launchers pick one small configuration there instead of autotuning on the GPU.
@@ -28,6 +36,83 @@ def num_sms(device: torch.device) -> int:
     if device.type == "cuda":
         return _cuda_sms(device.index if device.index is not None else torch.cuda.current_device())
     return H100_SMS
+
+
+@functools.cache
+def _capability(index: int) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(index)
+
+
+def has_tma(device: torch.device) -> bool:
+    """True where tensor-descriptor (TMA) kernels are the default: a Hopper-or-newer CUDA device
+    and a Triton that has host-side descriptors. The interpreter keeps the pointer kernels (tests
+    can still ask for the descriptor kernels explicitly)."""
+    if TensorDescriptor is None or is_interpreter() or device.type != "cuda":
+        return False
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return _capability(index)[0] >= 9
+
+
+def tma_compatible(*tensors: torch.Tensor) -> bool:
+    """True when each 2-D view can back a TMA descriptor: 16-byte aligned base and row stride,
+    unit last stride."""
+    for t in tensors:
+        es = t.element_size()
+        if t.stride(-1) != 1 or t.data_ptr() % 16:
+            return False
+        if any(s * es % 16 for s in t.stride()[:-1]):
+            return False
+    return True
+
+
+class Tuner:
+    """Pick the fastest of a few launch configurations for each key, timed on first use.
+
+    A launcher passes its candidate configurations and a function that launches one of them;
+    each is timed with triton.testing.do_bench (median, L2 flushed) and the fastest is kept for
+    the key. A candidate that fails to compile or launch (out of shared memory, say) is skipped.
+    Unlike triton.autotune this times the whole launch (a split-K reduction pass included).
+    """
+
+    def __init__(self, warmup_ms: float = 5.0, rep_ms: float = 40.0):
+        self.warmup_ms = warmup_ms
+        self.rep_ms = rep_ms
+        self.cache: dict[Hashable, dict] = {}
+        self.timings: dict[Hashable, list[tuple[dict, float]]] = {}
+
+    def pick(
+        self,
+        key: Hashable,
+        make_candidates: Callable[[], list[dict]],
+        launch: Callable[[dict], object],
+    ) -> dict:
+        """The cached choice for `key`, or the fastest of `make_candidates()` (then cached)."""
+        best = self.cache.get(key)
+        if best is not None:
+            return best
+        candidates = make_candidates()
+        if len(candidates) == 1:
+            self.cache[key] = candidates[0]
+            return candidates[0]
+        timings, error = [], None
+        for cfg in candidates:
+            try:
+                launch(cfg)  # compile outside the timed region
+                t = triton.testing.do_bench(
+                    lambda cfg=cfg: launch(cfg),
+                    warmup=self.warmup_ms,
+                    rep=self.rep_ms,
+                    return_mode="median",
+                )
+            except Exception as exc:  # noqa: BLE001 - a config the compiler rejects is skipped
+                error, t = exc, math.inf
+            timings.append((cfg, t))
+        best, t = min(timings, key=lambda item: item[1])
+        if not math.isfinite(t):
+            raise RuntimeError(f"no launch configuration worked for {key}") from error
+        self.cache[key] = best
+        self.timings[key] = timings
+        return best
 
 
 def output(out: torch.Tensor | None, shape, dtype: torch.dtype, device) -> torch.Tensor:

@@ -113,9 +113,10 @@ def plan(m: int, n: int, k: int, element_size: int, sms: int) -> dict:
     Measured on an H200 (4096 <-> 14336, bf16, graph replay):
     - M = 1: tiles of 4 rows x 512 elements (two 16-byte loads per thread per K step, 4 warps)
       ran at 1.02-1.07x cuBLAS for both shapes; 8- and 16-row tiles were up to 10% slower.
-    - M = 2..16: 32-row tiles; with >= 2 programs per SM a K step of 128 elements was best
-      (0.99x), with ~1 program per SM (N = 4096) only 512-element steps kept enough bytes in
-      flight (1.02-1.04x; 128 gave 0.6x).
+    - M = 2..16: 32-row tiles; with >= 3 programs per SM (N = 14336) a K step of 128 elements
+      was best (0.97-1.06x), with ~2 per SM (N = 8192) 256 (0.97-0.99x; 512 gave 0.92-0.94x),
+      with ~1 program per SM (N = 4096) only 512-element steps kept enough bytes in flight
+      (1.02-1.14x; 128 gave 0.6-0.76x).
     - Split-K cost 2-3 us for its second pass and lost wherever the grid already had one program
       per SM, so K is split only when the grid would leave half the SMs idle, and each split keeps
       >= 4 K steps.
@@ -125,7 +126,8 @@ def plan(m: int, n: int, k: int, element_size: int, sms: int) -> dict:
         block_n, block_k = 4, 64 * vec
     else:
         block_n = 32
-        block_k = 16 * vec if triton.cdiv(n, block_n) >= 2 * sms else 64 * vec
+        per_sm = triton.cdiv(n, block_n) / sms
+        block_k = (16 if per_sm >= 3 else 32 if per_sm >= 1.5 else 64) * vec
     programs = triton.cdiv(n, block_n) * triton.cdiv(m, TOKENS_PER_DOT)
     steps = triton.cdiv(k, block_k)
     split_k = 1

@@ -5,7 +5,10 @@ realistic shapes run on the GPU only."""
 
 import pytest
 import torch
+import triton
 
+from roofbench.kernels import gemm as gemm_module
+from roofbench.kernels._util import Tuner
 from roofbench.kernels.check import GemmCase, check
 from roofbench.kernels.gemm import gemm
 
@@ -56,4 +59,98 @@ def test_gemm_k_zero_gives_zeros():
 @pytest.mark.parametrize("impl", ["triton", "torch"])
 def test_gemm_gpu(impl, m, n, k, dtype):
     res = check(impl, GemmCase(m, n, k, dtype), "cuda")
+    assert res.ok, res
+
+
+needs_descriptors = pytest.mark.skipif(
+    gemm_module.TensorDescriptor is None, reason="this Triton has no host tensor descriptors"
+)
+
+
+@needs_descriptors
+@pytest.mark.parametrize(
+    "m, n, k, config",
+    [
+        (3, 40, 72, {}),  # K not a multiple of BLOCK_K: the descriptor zero-fills past K
+        (40, 48, 200, {"SPLIT_K": 3}),  # K split, fp32 partials summed by a second pass
+        (33, 64, 64, {"SUBTILE": True, "BLOCK_N": 32}),  # epilogue in two halves
+        (200, 190, 32, {}),  # more tiles than programs: the persistent loop takes several
+        (70, 32, 48, {"PERSISTENT": False, "SPLIT_K": 2}),
+    ],
+)
+def test_gemm_descriptor_kernel(m, n, k, config):
+    def fn(a, w, out):
+        return gemm(a, w, out=out, config={"TMA": True, **config})
+
+    res = check(fn, GemmCase(m, n, k, "fp16"), DEVICE)
+    assert res.ok, res
+
+
+@pytest.mark.parametrize("m", [1, 32, 64, 128, 256, 512, 1024, 4096])
+@pytest.mark.parametrize("n, k", [(14336, 4096), (4096, 14336), (1024, 4096)])
+def test_candidates_are_few_and_fit_the_rows(m, n, k):
+    configs = gemm_module.candidates(m, n, k, 132)
+    assert 1 <= len(configs) <= 5
+    for cfg in configs:
+        assert cfg["BLOCK_M"] <= max(64, m)  # no 128-row tiles for a handful of tokens
+        if cfg["SPLIT_K"] > 1:
+            assert m <= 256
+            steps = k // cfg["BLOCK_K"] // cfg["SPLIT_K"]
+            assert steps >= 4
+
+
+def test_tuner_skips_failing_configs_and_caches(monkeypatch):
+    times = {1: 3.0, 2: 1.0, 3: 2.0}
+    calls = []
+
+    def fake_bench(fn, **_):
+        fn()
+        return times[calls[-1]]
+
+    def launch(cfg):
+        calls.append(cfg["id"])
+        if cfg["id"] == 2:
+            raise RuntimeError("out of shared memory")
+
+    monkeypatch.setattr(triton.testing, "do_bench", fake_bench)
+    tuner = Tuner()
+    made = []
+
+    def make():
+        made.append(1)
+        return [{"id": 1}, {"id": 2}, {"id": 3}]
+
+    assert tuner.pick("key", make, launch) == {"id": 3}
+    assert tuner.pick("key", make, launch) == {"id": 3}
+    assert len(made) == 1  # candidates are built and timed once per key
+
+
+def _all_candidates() -> list[dict]:
+    seen = {}
+    for m, n, k in [(4096, 1000, 512), (512, 4096, 4096), (200, 1000, 4096), (32, 4096, 14336)]:
+        for cfg in gemm_module.candidates(m, n, k, 132):
+            seen.setdefault(tuple(sorted(cfg.items())), cfg)
+    return list(seen.values())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("index", range(8))
+def test_each_descriptor_candidate_on_gpu(index):
+    configs = _all_candidates()
+    if index >= len(configs):
+        pytest.skip("fewer candidates")
+
+    def fn(a, w, out):
+        return gemm(a, w, out=out, config={"TMA": True, **configs[index]})
+
+    res = check(fn, GemmCase(300, 1000, 512, "bf16"), "cuda")
+    assert res.ok, res
+
+
+@pytest.mark.gpu
+def test_gemm_pointer_kernel_bf16_on_gpu():
+    def fn(a, w, out):
+        return gemm(a, w, out=out, config={"TMA": False})
+
+    res = check(fn, GemmCase(300, 1000, 512, "bf16"), "cuda")
     assert res.ok, res

@@ -44,6 +44,13 @@ def test_plan_splits_k_only_when_rows_leave_sms_idle():
     assert 8192 // small["BLOCK_K"] // small["SPLIT_K"] >= 4  # each split keeps >= 4 K steps
 
 
+def test_plan_k_step_shrinks_as_programs_per_sm_grow():
+    sms = 132
+    steps = [plan(4, n, 4096, 2, sms)["BLOCK_K"] for n in (4096, 8192, 14336)]
+    assert steps == sorted(steps, reverse=True)  # ~1, 2, 3.4 programs per SM
+    assert steps[0] > steps[-1]
+
+
 def test_gemv_rejects_k_strided_inputs():
     x = torch.randn(1, 64, device=DEVICE)
     w = torch.randn(64, 8, device=DEVICE).T  # [8, 64] but stride 1 along N, not K
