@@ -6,7 +6,8 @@ measures the launch, not the kernel):
 - `events`: each call sits between two CUDA events on the current stream, after an L2 flush
   (a write over twice the device's L2) that stays outside the timed region, so every call reads
   its inputs from HBM, and after a short spin kernel that holds the stream while the host
-  launches the call, so host launch latency stays outside the region too. Good from tens of microseconds up; below that the per-launch gap shows.
+  launches the call, so host launch latency stays outside the region too. Good from tens of
+  microseconds up; below that the per-launch gap shows.
 - `graph`: R calls are captured in one CUDA graph, rotating over argument sets whose bytes
   together exceed twice the L2 (so a replayed call finds its inputs evicted by the others), and
   the whole replay is timed between two events: time per call = elapsed / R. This removes the
