@@ -115,6 +115,7 @@ class ModelSweep:
     knee_batches: tuple[int, ...]
     mha_batches: tuple[int, ...]
     mha_contexts: tuple[int, ...]
+    max_prefill_tokens: int | None = None  # TTFT points with batch x prompt above it are left out
 
 
 SWEEPS: dict[str, ModelSweep] = {
@@ -129,6 +130,19 @@ SWEEPS: dict[str, ModelSweep] = {
         knee_batches=(1, 64, 256, 512),
         mha_batches=(1,),
         mha_contexts=(8192,),
+    ),
+    "medium": ModelSweep(
+        name="medium",
+        ttft_batches=(1, 4, 16),
+        ttft_prompts=_powers_of_two(128, 32768)[::2],  # 128, 512, 2048, 8192, 32768
+        tbt_batches=(1, 4, 16, 64, 256),
+        tbt_contexts=_powers_of_two(128, 32768)[::2],
+        naive_sequences=_powers_of_two(128, 8192)[::2],
+        knee_context=32,
+        knee_batches=_powers_of_two(1, 512),
+        mha_batches=(1, 16),
+        mha_contexts=(512, 8192),
+        max_prefill_tokens=32768,
     ),
     "full": ModelSweep(
         name="full",
@@ -158,7 +172,13 @@ class Point:
 
 def sweep_points(sweep: ModelSweep, mha: bool = True) -> list[Point]:
     """The points of `sweep` in the order they are measured, each once."""
-    base = [Point("base", "ttft", b, n) for b in sweep.ttft_batches for n in sweep.ttft_prompts]
+    cap = sweep.max_prefill_tokens
+    base = [
+        Point("base", "ttft", b, n)
+        for b in sweep.ttft_batches
+        for n in sweep.ttft_prompts
+        if cap is None or b * n <= cap
+    ]
     tbt = {(b, c) for b in sweep.tbt_batches for c in sweep.tbt_contexts}
     tbt |= {(b, sweep.knee_context) for b in sweep.knee_batches}
     tbt |= {(1, n) for n in sweep.naive_sequences}
@@ -666,13 +686,14 @@ def run_model(
     config = full if layers == full.num_layers else full.with_layers(layers)
     variants = _variants(config)
     points = sweep_points(SWEEPS[sweep], mha="mha" in variants)
-    # Variant by variant (one model's weights in memory at a time), backend by backend.
+    # Variant by variant (one model's weights in memory at a time); each point on every backend
+    # before the next, so a time budget that runs out leaves the backends compared point by point.
     tasks = [
         Task(config_, p, b)
         for variant, config_ in variants.items()
-        for b in backends
         for p in points
         if p.variant == variant
+        for b in backends
     ]
     started = datetime.now(timezone.utc)
     folder = Path(out_dir) / gpu.slug / f"model-{slug(full.name)}-{started:%Y%m%dT%H%M%SZ}"

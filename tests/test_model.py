@@ -217,7 +217,7 @@ def test_predictions_only_run_writes_records_summary_and_plots(tmp_path, no_gpu)
     datasheet = Roof.from_spec(spec)
     configs = {"base": LLAMA_8B, "mha": LLAMA_8B.with_mha()}
     for record, (point, impl) in zip(
-        records, [(p, i) for v in configs for i in bm.BACKENDS for p in points if p.variant == v],
+        records, [(p, i) for v in configs for p in points if p.variant == v for i in bm.BACKENDS],
         strict=True,
     ):  # fmt: skip
         expected = bm.phase(configs[point.variant], datasheet, point.op, point.batch, point.seq)
