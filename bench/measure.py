@@ -237,10 +237,12 @@ def time_case(prepared: Prepared, ctx: RunContext) -> Timed:
     chosen, note = _choose(prepared)
     gpm = None
     if ctx.gpm:
-        # The GPM window runs the timed work for a few hundred ms: it doubles as the warm-up.
         gpm = ctx.telemetry.gpm_window(_replay(chosen), lead_s=GPM_LEAD_S)
-    else:
-        warm_up(chosen.timer, WARM_UP_S)
+    # Always warm up with the timer itself: the GPM window runs the kernel back to back with no
+    # flush between calls, a heavier load than timed sampling, and a power-capped GPU leaves it
+    # at a lower clock than timed sampling settles at (compute-bound GEMMs read up to ~20% slow
+    # straight after the window).
+    warm_up(chosen.timer, WARM_UP_S)
     with ctx.telemetry.window() as window:
         times, stop = sample_until_stable(chosen.timer, ctx.rule)
     torch.cuda.synchronize()

@@ -15,13 +15,11 @@ import pytest
 import torch
 
 from roofbench.bench.gpu_clock import GPU_CLOCK
-from roofbench.bench.measure import GPM_LEAD_S, prepare, time_case
+from roofbench.bench.measure import WARM_UP_S, prepare, time_case
 from roofbench.bench.records import Record
 from roofbench.bench.timing import warm_up
 
 ROUNDS = 30
-# The GPM window before the record's samples keeps the GPU busy this long (lead + window).
-WARM_UP_S = GPM_LEAD_S + 0.1
 AGREEMENT = 0.05
 
 
@@ -44,7 +42,7 @@ def test_kernel(benchmark, case, impl, run_context, record_writer):
         # The first round draws every round's sample back to back, as the record's samples were
         # drawn: a power-capped GPU clocks higher when each call is followed by an idle gap, so
         # one-call rounds with a synchronize between them would time a different GPU state.
-        # Before the batch, the same steady load as before the record's samples (the GPM window).
+        # Before the batch, the same warm-up with the same timer as before the record's samples.
         if not drawn:
             warm_up(timed.chosen.timer, WARM_UP_S)
             drawn.extend(timed.chosen.timer.measure(ROUNDS)[::-1])
