@@ -37,31 +37,19 @@ from roofbench.bench.model import (
     slug,
 )
 from roofbench.bench.records import Record, read_records
+from roofbench.bench.report import NONE, fmt, markdown_table
 from roofbench.theory.llm import ModelConfig
 from roofbench.theory.roofline import Roof
 
 # --- report ------------------------------------------------------------------------------------
 
-NONE = "—"
-
-
-def _fmt(value: float | None, spec: str = ".3g", scale: float = 1.0) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return NONE
-    return format(value * scale, spec)
-
 
 def _ms(value: float | None) -> str:
-    return _fmt(value, ".3g", 1e3)
+    return fmt(value, ".3g", 1e3)
 
 
 def _signed_pct(value: float | None) -> str:
     return NONE if value is None else f"{value:+.1%}"
-
-
-def _table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows] + [""]
 
 
 def predicted_s(record: Record) -> float | None:
@@ -149,7 +137,7 @@ def _run_section(meta: dict, configs: dict[str, ModelConfig]) -> list[str]:
         f"{base.params / 1e9:.2f} B parameters ({base.weights_bytes(DTYPE) / 1e9:.1f} GB in "
         f"{DTYPE}), random weights.",
         f"- Sweep `{meta['sweep']}`, backends {', '.join(meta['backends'])}; started "
-        f"{meta.get('started', NONE)}, wall time {_fmt(meta.get('wall_time_s'), '.0f')} s; "
+        f"{meta.get('started', NONE)}, wall time {fmt(meta.get('wall_time_s'), '.0f')} s; "
         f"torch {meta.get('torch', NONE)}, triton {meta.get('triton', NONE)}, commit "
         f"{meta.get('commit', NONE)}.",
         f"- Predictions are on the {which} roof: {roof.peak_flops / 1e12:.0f} TFLOP/s, "
@@ -178,9 +166,7 @@ def _gate_section(records: Sequence[Record]) -> list[str]:
     gates = [r for r in records if r.op == "gate"]
     if not gates:
         return []
-    rows = [
-        [model_of(r), r.impl, _fmt(r.rel_err, ".2e"), r.status, r.reason or "ok"] for r in gates
-    ]
+    rows = [[model_of(r), r.impl, fmt(r.rel_err, ".2e"), r.status, r.reason or "ok"] for r in gates]
     return [
         "## Correctness gate",
         "",
@@ -189,7 +175,7 @@ def _gate_section(records: Sequence[Record]) -> list[str]:
         + f") against the torch backend on the same weights; bf16 tolerance "
         f"{GATE_TOLERANCE['bf16']:g} (relative L2). A failed backend is not timed.",
         "",
-        *_table(["model", "backend", "relative error", "status", "reason"], rows),
+        *markdown_table(["model", "backend", "relative error", "status", "reason"], rows),
     ]
 
 
@@ -209,7 +195,7 @@ def _error_section(index: _Index) -> list[str]:
         "",
         "|measured / predicted - 1| over the points measured.",
         "",
-        *_table(["model", "backend", "phase", "points", "median", "p90"], rows),
+        *markdown_table(["model", "backend", "phase", "points", "median", "p90"], rows),
     ]
 
 
@@ -227,7 +213,7 @@ def _phase_table(index: _Index, model: str, op: str, title: str, length: str) ->
         ref = index.any(model, op, batch, seq)
         row = [str(batch), str(seq), _ms(predicted_s(ref)), ref.bound or NONE]
         if op == "tbt":
-            row.append(_fmt(batch / predicted_s(ref), ".0f"))
+            row.append(fmt(batch / predicted_s(ref), ".0f"))
         for impl in index.impls:
             record = index.get(model, op, impl, batch, seq)
             time_s = measured_s(record)
@@ -238,11 +224,11 @@ def _phase_table(index: _Index, model: str, op: str, title: str, length: str) ->
             row += [
                 _ms(time_s),
                 _signed_pct(record.error),
-                _fmt(rate, ".0f" if op == "tbt" else ".4g"),
+                fmt(rate, ".0f" if op == "tbt" else ".4g"),
             ]
         rows.append(row)
     note = " Throughput = batch / TBT tokens per second." if op == "tbt" else ""
-    return [f"## {title}", "", f"Model {model}.{note}", "", *_table(headers, rows)]
+    return [f"## {title}", "", f"Model {model}.{note}", "", *markdown_table(headers, rows)]
 
 
 def naive_series(index: _Index, model: str, impl: str | None) -> dict[str, tuple[list, list]]:
@@ -272,7 +258,7 @@ def _naive_section(index: _Index, config: ModelConfig) -> list[str]:
         series = predicted if impl is None else naive_series(index, model, impl)
         naive = fit_exponent(*series["naive"])
         cached = fit_exponent(*series["cached"])
-        rows.append([impl or "predicted", _fmt(naive, ".2f"), _fmt(cached, ".2f")])
+        rows.append([impl or "predicted", fmt(naive, ".2f"), fmt(cached, ".2f")])
     points = []
     for i, n in enumerate(lengths):
         row = [str(n), _ms(predicted["naive"][1][i]), _ms(predicted["cached"][1][i])]
@@ -293,8 +279,8 @@ def _naive_section(index: _Index, config: ModelConfig) -> list[str]:
         f"over the largest {upper} of the {len(lengths)} lengths "
         f"({lengths[-upper]}..{lengths[-1]}).",
         "",
-        *_table(["times", "naive exponent", "cached exponent"], rows),
-        *_table(headers, points),
+        *markdown_table(["times", "naive exponent", "cached exponent"], rows),
+        *markdown_table(headers, points),
     ]
 
 
@@ -321,7 +307,7 @@ def _knee_section(index: _Index, meta: dict, config: ModelConfig) -> list[str]:
         f"the KV cache a small part of the bytes, so the knee is where the weights' reuse "
         f"makes the step compute-bound.",
         "",
-        *_table(["times", "batch"], rows),
+        *markdown_table(["times", "batch"], rows),
         f"Theory on the {which} roof, over every batch: the rule gives {every}; the decode step "
         f"turns compute-bound at batch {bound} (ridge {roof.ridge:.0f} FLOP/byte).",
         "",
@@ -334,7 +320,7 @@ def _mha_section(index: _Index, configs: dict[str, ModelConfig]) -> list[str]:
     base, mha = configs["base"], configs["mha"]
     shapes = index.shapes(slug(mha.name), "tbt")
     kv_rows = [
-        [c.name, str(c.num_kv_heads), _fmt(c.kv_cache_bytes_per_token(DTYPE) / 1024, ".0f")]
+        [c.name, str(c.num_kv_heads), fmt(c.kv_cache_bytes_per_token(DTYPE) / 1024, ".0f")]
         for c in (base, mha)
     ]
     headers = ["batch", "context", "GQA predicted ms", "MHA predicted ms"]
@@ -349,7 +335,7 @@ def _mha_section(index: _Index, configs: dict[str, ModelConfig]) -> list[str]:
         for impl in index.impls:
             g = measured_s(index.get(slug(base.name), "tbt", impl, batch, context))
             m = measured_s(index.get(slug(mha.name), "tbt", impl, batch, context))
-            row += [_ms(g), _ms(m), _fmt(m / g if g and m else None, ".2f")]
+            row += [_ms(g), _ms(m), fmt(m / g if g and m else None, ".2f")]
         rows.append(row)
     return [
         "## MHA vs GQA",
@@ -357,8 +343,8 @@ def _mha_section(index: _Index, configs: dict[str, ModelConfig]) -> list[str]:
         "KV-cache bytes per token over all layers (theory: 2 x layers x KV heads x head dim x "
         "2 bytes), and the TBT of the same model with one KV head per query head.",
         "",
-        *_table(["model", "KV heads", "KV KiB per token"], kv_rows),
-        *_table(headers, rows),
+        *markdown_table(["model", "KV heads", "KV KiB per token"], kv_rows),
+        *markdown_table(headers, rows),
     ]
 
 
@@ -399,7 +385,7 @@ def _full_depth_section(index: _Index, meta: dict, configs: dict[str, ModelConfi
         "(embedding, LM head, launch) is kept as measured. Predicted at full depth is theory's "
         "for the full model. Batch-1 points only.",
         "",
-        *_table(headers, rows),
+        *markdown_table(headers, rows),
     ]
 
 
@@ -417,7 +403,7 @@ def _problems_section(records: Sequence[Record]) -> list[str]:
         "",
         "Counted by reason (numbers masked as #).",
         "",
-        *_table(["status", "points", "reason"], rows),
+        *markdown_table(["status", "points", "reason"], rows),
     ]
 
 
@@ -538,7 +524,7 @@ def naive_figure(index: _Index, model: str) -> Figure:
     colors = {"naive": "tab:red", "cached": "tab:blue"}
     for impl in [None, *index.impls]:
         for key, (lengths, times) in naive_series(index, model, impl).items():
-            slope = _fmt(fit_exponent(lengths, times), ".2f")
+            slope = fmt(fit_exponent(lengths, times), ".2f")
             label = f"{key} {impl or 'predicted'} (slope {slope})"
             style = (
                 _predicted_style(colors[key], label)

@@ -39,17 +39,17 @@ NONE = "—"
 # ----------------------------------------------------------------------------- formatting
 
 
-def _fmt(value: float | None, spec: str = ".3g", scale: float = 1.0) -> str:
+def fmt(value: float | None, spec: str = ".3g", scale: float = 1.0) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return NONE
     return format(value * scale, spec)
 
 
 def _pct(value: float | None) -> str:
-    return _fmt(value, ".1f", 100.0) + ("%" if value is not None else "")
+    return fmt(value, ".1f", 100.0) + ("%" if value is not None else "")
 
 
-def _table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return lines
@@ -126,10 +126,10 @@ def _roof_row(name: str, roof: Roof | None, datasheet: Roof | None) -> list[str]
         bw_share = roof.bandwidth_bytes_per_s / datasheet.bandwidth_bytes_per_s
     return [
         name,
-        _fmt(roof.peak_flops, ".1f", 1e-12) + f" ({_pct(peak_share)})",
-        _fmt(roof.bandwidth_bytes_per_s, ".0f", 1e-9) + f" ({_pct(bw_share)})",
-        _fmt(roof.ridge, ".0f"),
-        _fmt(roof.launch_s, ".1f", 1e6),
+        fmt(roof.peak_flops, ".1f", 1e-12) + f" ({_pct(peak_share)})",
+        fmt(roof.bandwidth_bytes_per_s, ".0f", 1e-9) + f" ({_pct(bw_share)})",
+        fmt(roof.ridge, ".0f"),
+        fmt(roof.launch_s, ".1f", 1e6),
         roof.source,
     ]
 
@@ -142,7 +142,7 @@ def _roofs_section(datasheet: Roof | None, measured: Roof | None, ceilings) -> l
         _roof_row("datasheet", datasheet, datasheet),
         _roof_row("measured", measured, datasheet),
     ]
-    lines += _table(headers, rows)
+    lines += markdown_table(headers, rows)
     lines += ["", *_ceiling_lines(ceilings, datasheet)]
     return lines
 
@@ -165,10 +165,10 @@ def _ceiling_lines(ceilings, datasheet: Roof | None) -> list[str]:
         if value is None:
             continue
         share = f" ({_pct(value / reference)} of datasheet)" if reference else ""
-        lines.append(f"- measured {name}: {_fmt(value, '.1f')} {unit}{share}")
+        lines.append(f"- measured {name}: {fmt(value, '.1f')} {unit}{share}")
     launch_s = _ceiling(ceilings, "launch_s")
     if launch_s is not None:
-        lines.append(f"- measured launch floor: {_fmt(launch_s, '.2f', 1e6)} us")
+        lines.append(f"- measured launch floor: {fmt(launch_s, '.2f', 1e6)} us")
     return lines or ["- no measured ceilings"]
 
 
@@ -205,8 +205,8 @@ def _accuracy_section(records: Sequence[Record]) -> list[str]:
                 _pct(_median(errors)),
                 _pct(_quantile(errors, 0.9)),
                 _pct(_median(r.roof_fraction for r in timed)),
-                _fmt(_median(r.achieved_tflops for r in timed), ".1f"),
-                _fmt(_median(r.achieved_gbps for r in timed), ".0f"),
+                fmt(_median(r.achieved_tflops for r in timed), ".1f"),
+                fmt(_median(r.achieved_gbps for r in timed), ".0f"),
             ]
         )
     lines = ["## Measured vs predicted (measured roof)", ""]
@@ -216,7 +216,7 @@ def _accuracy_section(records: Sequence[Record]) -> list[str]:
         "error = measured / predicted - 1; roof fraction = roofline time / measured time.",
         "",
     ]
-    return lines + _table(headers, rows)
+    return lines + markdown_table(headers, rows)
 
 
 def speedups(records: Sequence[Record]) -> dict[str, list[float]]:
@@ -242,10 +242,10 @@ def _speedup_section(records: Sequence[Record]) -> list[str]:
         "",
     ]
     rows = [
-        [op, len(r), _fmt(_median(r), ".2f"), _fmt(min(r), ".2f"), _fmt(max(r), ".2f")]
+        [op, len(r), fmt(_median(r), ".2f"), fmt(min(r), ".2f"), fmt(max(r), ".2f")]
         for op, r in sorted(ratios.items(), key=lambda kv: _op_order(kv[0]))
     ]
-    return lines + _table(["op", "matched cases", "median speed-up", "min", "max"], rows)
+    return lines + markdown_table(["op", "matched cases", "median speed-up", "min", "max"], rows)
 
 
 # ----------------------------------------------------------------------------- GEMM ridge
@@ -317,7 +317,7 @@ def _ridge_section(records: Sequence[Record], roof: Roof | None, roof_name: str)
         "the time at the smallest swept M (memory- and launch-bound linears take about the same "
         "time for every M, so the first clear rise marks the switch to compute). Predicted ridge "
         f"M: the smallest M whose GEMM intensity reaches the {roof_name} roof's ridge "
-        f"({_fmt(roof.ridge if roof else None, '.0f')} FLOP/byte), i.e. where predicted compute "
+        f"({fmt(roof.ridge if roof else None, '.0f')} FLOP/byte), i.e. where predicted compute "
         "time overtakes memory time; shown as the first swept M and as the exact M.",
         "",
     ]
@@ -335,10 +335,10 @@ def _ridge_section(records: Sequence[Record], roof: Roof | None, roof_name: str)
         swept, exact = _predicted_ms(ms, n, k, dtype, roof)
         first = times[min(times)] if times else None
         rows.append(
-            [n, k, dtype, impl, f"{ms[0]}..{ms[-1]} ({len(ms)})", _fmt(first, ".1f", 1e6)]
+            [n, k, dtype, impl, f"{ms[0]}..{ms[-1]} ({len(ms)})", fmt(first, ".1f", 1e6)]
             + [measured_text, swept, exact]
         )
-    return lines + _table(headers, rows)
+    return lines + markdown_table(headers, rows)
 
 
 def _predicted_ms(ms: Sequence[int], n: int, k: int, dtype: str, roof: Roof | None):
@@ -379,18 +379,18 @@ def _nvml_section(records: Sequence[Record]) -> list[str]:
         [
             op,
             len(rs),
-            _fmt(_median(r.nvml_dram_gbps for r in rs), ".0f"),
-            _fmt(_median(r.achieved_gbps for r in rs), ".0f"),
-            _fmt(_median(r.nvml_dram_gbps / r.achieved_gbps for r in rs), ".2f"),
+            fmt(_median(r.nvml_dram_gbps for r in rs), ".0f"),
+            fmt(_median(r.achieved_gbps for r in rs), ".0f"),
+            fmt(_median(r.nvml_dram_gbps / r.achieved_gbps for r in rs), ".2f"),
         ]
         for op, rs in sorted(by_op.items(), key=lambda kv: _op_order(kv[0]))
     ]
     headers = ["op", "records", "median NVML GB/s", "median timed GB/s", "median ratio"]
-    lines += _table(headers, rows)
+    lines += markdown_table(headers, rows)
     for r in by_op.get("copy", []):
         lines.append(
-            f"\ncopy `{r.case}`: timed {_fmt(r.achieved_gbps, '.0f')} GB/s, NVML "
-            f"{_fmt(r.nvml_dram_gbps, '.0f')} GB/s, ratio {r.nvml_dram_gbps / r.achieved_gbps:.3f}"
+            f"\ncopy `{r.case}`: timed {fmt(r.achieved_gbps, '.0f')} GB/s, NVML "
+            f"{fmt(r.nvml_dram_gbps, '.0f')} GB/s, ratio {r.nvml_dram_gbps / r.achieved_gbps:.3f}"
         )
     return lines
 
@@ -426,7 +426,7 @@ def _throttle_section(records: Sequence[Record]) -> list[str]:
         f"- measurements: {len(timed)}; marked throttled: {throttled}; "
         f"with a power or thermal clock-event reason: {capped}",
         f"- reasons seen (measurements): {listed}",
-        f"- lowest SM clock seen: {_fmt(min(clocks) if clocks else None, '.0f')} MHz",
+        f"- lowest SM clock seen: {fmt(min(clocks) if clocks else None, '.0f')} MHz",
     ]
 
 
