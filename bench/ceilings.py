@@ -138,8 +138,8 @@ class _Run:
         nbytes = src.numel() * src.element_size()
         copy = lambda: dst.copy_(src)
         copy_gbps = ops.copy(nbytes).bytes_ / self._timed("copy", copy, method="events") / 1e9
-        # A reduction reads each byte once and writes one scalar: bytes moved = nbytes.
-        read_gbps = nbytes / self._timed("read", lambda: src.sum(), method="events") / 1e9
+        read_bytes = ops.read(nbytes, src.element_size()).bytes_
+        read_gbps = read_bytes / self._timed("read", lambda: src.sum(), method="events") / 1e9
         if self.gpm:
             self.gpms["copy"] = self.tel.gpm_window(copy)
         return copy_gbps, read_gbps

@@ -69,6 +69,12 @@ def test_decode_attention_of_a_ragged_batch_is_the_sum_of_its_sequences():
     assert ragged.bytes_ == sum(p.bytes_ for p in parts)
 
 
+def test_a_reduction_reads_every_byte_once_and_adds_each_element():
+    cost = ops.read(1 << 30, element_bytes=4)
+    assert cost.bytes_ == (1 << 30) + 4
+    assert cost.flops == (1 << 30) // 4
+
+
 def test_copy_counts_read_and_write_and_does_no_arithmetic():
     cost = ops.copy(1 << 30)
     assert cost.bytes_ == 2 * (1 << 30)

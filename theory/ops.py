@@ -152,6 +152,13 @@ def decode_attention(
     return OpCost(flops, float(elements) * dtype_bytes(dtype))
 
 
+def read(nbytes: float, element_bytes: int = 4) -> OpCost:
+    """A reduction over `nbytes` (a sum): one add per element, every byte read once, and a
+    single element written."""
+    _positive(nbytes=nbytes)
+    return OpCost(nbytes / element_bytes, float(nbytes + element_bytes))
+
+
 def copy(nbytes: float) -> OpCost:
     """A device-to-device copy of `nbytes`: no FLOPs, every byte read once and written once."""
     _positive(nbytes=nbytes)
