@@ -114,6 +114,12 @@ def _add_compare(sub) -> None:
     p.add_argument("base")
     p.add_argument("new")
     p.add_argument("--threshold", default="5%", help="e.g. 5%% or 0.05 (default 5%%)")
+    p.add_argument(
+        "--throttled-threshold",
+        default="15%",
+        help="threshold for a case throttled (power or thermal cap) in either run: its clock "
+        "moves between batches (default 15%%)",
+    )
 
 
 def _add_model(sub) -> None:
@@ -196,10 +202,13 @@ def _compare(args, console: Console) -> int:
     )
 
     threshold = parse_threshold(args.threshold)
+    throttled_threshold = parse_threshold(args.throttled_threshold)
     for path in (args.base, args.new):
         if not Path(path).is_file():
             raise ValueError(f"{path}: no such file")
-    comparisons = compare(load_results(args.base), load_results(args.new), threshold)
+    comparisons = compare(
+        load_results(args.base), load_results(args.new), threshold, throttled_threshold
+    )
     render_comparison(comparisons, console)
     return exit_code(comparisons)
 

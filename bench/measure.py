@@ -204,9 +204,11 @@ def prepare(case: Case, impl: str, ctx: RunContext, device: torch.device) -> Pre
 
 @dataclass
 class Timed:
-    """A timed case: its filled record and the timer that timed it (to draw more samples)."""
+    """A timed case: its filled record, the samples behind it, and the timer that drew them
+    (to draw more)."""
 
     record: Record
+    stats: TimingStats
     chosen: ChosenTimer
 
 
@@ -253,7 +255,7 @@ def time_case(prepared: Prepared, ctx: RunContext) -> Timed:
     record = dataclasses.replace(record, reason="; ".join(n for n in notes if n))
     if not math.isfinite(record.measured_s) or record.measured_s <= 0:
         record = dataclasses.replace(record, status="failed", reason="timer returned no time")
-    return Timed(record, chosen)
+    return Timed(record, stats, chosen)
 
 
 def measure(case: Case, impl: str, ctx: RunContext, device: torch.device) -> Record:

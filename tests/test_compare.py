@@ -1,5 +1,6 @@
 """bench/compare.py: verdicts, threshold parsing, loading CSV and pytest-benchmark JSON, output."""
 
+import dataclasses
 import io
 import json
 
@@ -62,6 +63,25 @@ def test_twenty_percent_slower_inside_wide_overlapping_spreads_is_same():
     comparisons = compare(base, new)
     assert comparisons[0].verdict == "same"
     assert exit_code(comparisons) == 0
+
+
+def test_a_throttled_case_is_held_to_the_wider_threshold():
+    # 10% slower with tight, disjoint spreads: a regression at 5% unless either run was
+    # throttled, where the clock itself moves that much between batches.
+    base = [timed("c", 100e-6, 99.9e-6, 100.1e-6)]
+    new = [timed("c", 110e-6, 109.9e-6, 110.1e-6)]
+    plain = compare(base, new, threshold=0.05, throttled_threshold=0.15)[0]
+    assert (plain.verdict, plain.threshold) == ("slower", 0.05)
+    for throttled_run in (base, new):
+        throttled_run[0] = dataclasses.replace(throttled_run[0], throttled=True)
+        held = compare(base, new, threshold=0.05, throttled_threshold=0.15)[0]
+        assert (held.verdict, held.threshold) == ("same", 0.15)
+        throttled_run[0] = dataclasses.replace(throttled_run[0], throttled=False)
+    # Past the wider threshold a throttled case is still a regression.
+    worse = [dataclasses.replace(timed("c", 120e-6, 119.9e-6, 120.1e-6), throttled=True)]
+    assert compare(base, worse, threshold=0.05, throttled_threshold=0.15)[0].verdict == "slower"
+    # The wider threshold never narrows the plain one.
+    assert compare(base, worse, threshold=0.25, throttled_threshold=0.15)[0].threshold == 0.25
 
 
 def test_slower_within_threshold_is_same_even_with_disjoint_spreads():

@@ -88,11 +88,15 @@ def test_compare_exits_1_only_on_a_slowdown_beyond_noise(tmp_path):
 
 @pytest.mark.parametrize(
     "args,needle",
-    [(["--threshold", "lots"], "threshold"), (["--threshold", "5%"], "no such file")],
+    [
+        (["--threshold", "lots"], "threshold"),
+        (["--throttled-threshold", "much"], "threshold"),
+        (["--threshold", "5%"], "no such file"),
+    ],
 )
 def test_compare_errors_are_one_line_with_exit_2(tmp_path, args, needle):
     base = _records(tmp_path / "base.csv", 10e-6)
-    other = str(base) if "lots" in args else str(tmp_path / "missing.csv")
+    other = str(tmp_path / "missing.csv") if needle == "no such file" else str(base)
     result = roofbench("compare", str(base), other, *args)
     assert result.returncode == 2
     assert needle in result.stderr.lower() and len(result.stderr.strip().splitlines()) == 1
