@@ -8,7 +8,6 @@ import os
 from collections.abc import Callable, Hashable
 
 import torch
-import triton
 
 try:  # host-side TMA descriptors (Triton >= 3.3); without them the pointer kernels serve
     from triton.tools.tensor_descriptor import TensorDescriptor
@@ -65,18 +64,70 @@ def tma_compatible(*tensors: torch.Tensor) -> bool:
     return True
 
 
+def cold_l2_replay_s(launch: Callable[[], object], budget_s: float = 2e-4) -> float:
+    """GPU seconds per call of `launch()`, each call after an L2 flush, without launch gaps.
+
+    Two CUDA graphs are captured: `calls` x (flush, launch) and `calls` x flush alone; the time
+    per call is the difference of their median replay times divided by `calls`. `calls` fills
+    about `budget_s` of kernel time (1 to 16). Replay drops the host's launch gaps, which per-call
+    events (triton.testing.do_bench) include: for a microsecond kernel they outweigh the
+    differences being tuned. On an H200, a split-K GEMM (two launches) and a one-launch GEMM of
+    M=64, N=1024, K=4096 read 13.4 and 13.3 us under do_bench, so the pick flipped from process
+    to process, but 8.9 and 10.8 us under graph replay, which is how the suite times such kernels.
+    """
+    index = torch.cuda.current_device()
+    l2_bytes = torch.cuda.get_device_properties(index).L2_cache_size or 64 << 20
+    scratch = torch.empty(2 * l2_bytes, dtype=torch.uint8, device=torch.device("cuda", index))
+
+    # Lazy set-up (compilation, allocator pools) must happen before capture, on a side stream.
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        launch()
+        scratch.zero_()
+    torch.cuda.current_stream().wait_stream(side)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    launch()
+    end.record()
+    torch.cuda.synchronize()
+    calls = max(1, min(16, int(budget_s / max(start.elapsed_time(end) * 1e-3, 1e-7))))
+
+    def replay_s(with_launch: bool) -> float:
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for _ in range(calls):
+                scratch.zero_()
+                if with_launch:
+                    launch()
+        graph.replay()  # the first replay uploads the graph
+        pairs = [
+            (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+            for _ in range(5)
+        ]
+        for a, b in pairs:
+            a.record()
+            graph.replay()
+            b.record()
+        torch.cuda.synchronize()
+        times = sorted(a.elapsed_time(b) * 1e-3 for a, b in pairs)
+        return times[len(times) // 2]
+
+    return max(replay_s(True) - replay_s(False), 0.0) / calls
+
+
 class Tuner:
     """Pick the fastest of a few launch configurations for each key, timed on first use.
 
     A launcher passes its candidate configurations and a function that launches one of them;
-    each is timed with triton.testing.do_bench (median, L2 flushed) and the fastest is kept for
-    the key. A candidate that fails to compile or launch (out of shared memory, say) is skipped.
-    Unlike triton.autotune this times the whole launch (a split-K reduction pass included).
+    each is timed by `time_s(launch)` (default: `cold_l2_replay_s`, L2 flushed, graph replay)
+    and the fastest is kept for the key. A candidate that fails to compile or launch (out of
+    shared memory, say) is skipped. Unlike triton.autotune this times the whole launch (a split-K
+    reduction pass included).
     """
 
-    def __init__(self, warmup_ms: float = 5.0, rep_ms: float = 40.0):
-        self.warmup_ms = warmup_ms
-        self.rep_ms = rep_ms
+    def __init__(self, time_s: Callable[[Callable[[], object]], float] = cold_l2_replay_s):
+        self.time_s = time_s
         self.cache: dict[Hashable, dict] = {}
         self.timings: dict[Hashable, list[tuple[dict, float]]] = {}
 
@@ -97,13 +148,7 @@ class Tuner:
         timings, error = [], None
         for cfg in candidates:
             try:
-                launch(cfg)  # compile outside the timed region
-                t = triton.testing.do_bench(
-                    lambda cfg=cfg: launch(cfg),
-                    warmup=self.warmup_ms,
-                    rep=self.rep_ms,
-                    return_mode="median",
-                )
+                t = self.time_s(lambda cfg=cfg: launch(cfg))
             except Exception as exc:  # noqa: BLE001 - a config the compiler rejects is skipped
                 error, t = exc, math.inf
             timings.append((cfg, t))

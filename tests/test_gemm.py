@@ -3,9 +3,10 @@
 Small fp16/fp32 shapes run everywhere (under Triton's interpreter without a GPU); bf16 and
 realistic shapes run on the GPU only."""
 
+import math
+
 import pytest
 import torch
-import triton
 
 from roofbench.kernels import gemm as gemm_module
 from roofbench.kernels._util import Tuner
@@ -99,11 +100,11 @@ def test_candidates_are_few_and_fit_the_rows(m, n, k):
             assert steps >= 4
 
 
-def test_tuner_skips_failing_configs_and_caches(monkeypatch):
+def test_tuner_skips_failing_configs_and_caches():
     times = {1: 3.0, 2: 1.0, 3: 2.0}
     calls = []
 
-    def fake_bench(fn, **_):
+    def fake_time_s(fn):
         fn()
         return times[calls[-1]]
 
@@ -112,8 +113,7 @@ def test_tuner_skips_failing_configs_and_caches(monkeypatch):
         if cfg["id"] == 2:
             raise RuntimeError("out of shared memory")
 
-    monkeypatch.setattr(triton.testing, "do_bench", fake_bench)
-    tuner = Tuner()
+    tuner = Tuner(time_s=fake_time_s)
     made = []
 
     def make():
@@ -123,6 +123,7 @@ def test_tuner_skips_failing_configs_and_caches(monkeypatch):
     assert tuner.pick("key", make, launch) == {"id": 3}
     assert tuner.pick("key", make, launch) == {"id": 3}
     assert len(made) == 1  # candidates are built and timed once per key
+    assert [t for _, t in tuner.timings["key"]] == [3.0, math.inf, 2.0]
 
 
 def _all_candidates() -> list[dict]:
@@ -154,3 +155,27 @@ def test_gemm_pointer_kernel_bf16_on_gpu():
 
     res = check(fn, GemmCase(300, 1000, 512, "bf16"), "cuda")
     assert res.ok, res
+
+
+@pytest.mark.gpu
+def test_cold_l2_replay_time_matches_events_for_a_long_copy_and_drops_launch_gaps():
+    from roofbench.kernels._util import cold_l2_replay_s
+
+    src = torch.randn(64 << 20, device="cuda")  # 256 MiB: launch gaps are noise against it
+    dst = torch.empty_like(src)
+    replay_s = cold_l2_replay_s(lambda: dst.copy_(src))
+    events = []
+    for _ in range(5):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        dst.copy_(src)
+        end.record()
+        torch.cuda.synchronize()
+        events.append(start.elapsed_time(end) * 1e-3)
+    assert replay_s == pytest.approx(sorted(events)[2], rel=0.15)
+
+    # Two launches of a tiny kernel cost about twice one, not two launch gaps more.
+    small = torch.randn(1024, device="cuda")
+    one_s = cold_l2_replay_s(lambda: small.mul_(1.0))
+    two_s = cold_l2_replay_s(lambda: (small.mul_(1.0), small.mul_(1.0)))
+    assert 0 < one_s < 10e-6 and one_s < two_s < 4 * one_s + 2e-6
