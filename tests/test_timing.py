@@ -308,3 +308,29 @@ def test_l2_flush_writes_twice_the_l2():
     flush()
     torch.cuda.synchronize()
     assert math.isclose(flush.buffer.float().sum().item(), 0.0)
+
+
+def test_an_escape_must_show_in_both_rounds_of_checks(monkeypatch):
+    rounds = []
+
+    def scripted(residuals):
+        def residual(fn, checks):
+            rounds.append(checks)
+            return residuals[len(rounds) - 1], 30e-6
+
+        return residual
+
+    # A passing stall in the first round only: not an escape, and the second round ran.
+    monkeypatch.setattr(timing, "_escape_residual", scripted([50e-6, 1e-6]))
+    assert timing._escape_check(lambda: None) == (False, "")
+    assert rounds == [5, 20]
+    # Work that outlives the end event in both rounds is an escape, with the evidence in words.
+    rounds.clear()
+    monkeypatch.setattr(timing, "_escape_residual", scripted([900e-6, 880e-6]))
+    escaped, evidence = timing._escape_check(lambda: None)
+    assert escaped and "880.0 us" in evidence and "20 checks" in evidence
+    # A clean first round decides at once.
+    rounds.clear()
+    monkeypatch.setattr(timing, "_escape_residual", scripted([1e-6]))
+    assert timing._escape_check(lambda: None) == (False, "")
+    assert rounds == [5]
