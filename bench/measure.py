@@ -28,6 +28,7 @@ from roofbench.bench.timing import (
     warm_up,
 )
 from roofbench.kernels import check as gate
+from roofbench.theory.ops import OpCost
 from roofbench.theory.roofline import Roof
 
 # The gate's float64 oracle costs 4x the case's memory and the oracle's own time: above these
@@ -79,16 +80,17 @@ def gate_name(op: str) -> str:
     return "attention" if op == "prefill_attention" else op
 
 
-def base_record(case: Case, impl: str, ctx: RunContext) -> Record:
-    """The theory half of a record: shape, cost, predictions on both roofs."""
-    cost = case.cost()
+def cost_record(
+    case_id: str, op: str, impl: str, dtype: str, cost: OpCost, ctx: RunContext, **fields
+) -> Record:
+    """A record's theory half for `cost`: FLOPs, bytes, predictions on both roofs, the run's
+    identity; `fields` adds the rest (shape columns, say)."""
     measured = ctx.measured_roof.predict(cost)
     return Record(
-        case=case.id,
-        op=case.op,
+        case=case_id,
+        op=op,
         impl=impl,
-        dtype=case.dtype,
-        **case.shape_fields(),
+        dtype=dtype,
         flops=cost.flops,
         bytes=cost.bytes_,
         intensity=cost.intensity,
@@ -97,7 +99,13 @@ def base_record(case: Case, impl: str, ctx: RunContext) -> Record:
         bound=measured.bound,
         status="ok",
         **{k: v for k, v in ctx.identity.items() if k in _IDENTITY},
+        **fields,
     )
+
+
+def base_record(case: Case, impl: str, ctx: RunContext) -> Record:
+    """The theory half of a case's record: shape, cost, predictions on both roofs."""
+    return cost_record(case.id, case.op, impl, case.dtype, case.cost(), ctx, **case.shape_fields())
 
 
 _IDENTITY = ("gpu", "driver", "torch", "triton", "commit", "timestamp", "sweep")
@@ -122,9 +130,7 @@ def fill_timing(record: Record, stats: TimingStats, roof: Roof) -> Record:
     )
 
 
-def _cost(record: Record):
-    from roofbench.theory.ops import OpCost
-
+def _cost(record: Record) -> OpCost:
     return OpCost(record.flops, record.bytes)
 
 

@@ -240,7 +240,7 @@ def measure_sweep(
 def ceiling_records(ceilings, ctx) -> list[Record]:
     """The copy and matmul ceilings as records, so reports hold NVML against timed GB/s."""
     from roofbench.bench.ceilings import GIB, MATMUL_SIZE
-    from roofbench.bench.measure import fill_telemetry, fill_timing
+    from roofbench.bench.measure import cost_record, fill_telemetry, fill_timing
     from roofbench.theory import ops
 
     costs = {
@@ -255,20 +255,7 @@ def ceiling_records(ceilings, ctx) -> list[Record]:
         stats = ceilings.timings.get(op)
         if stats is None:
             continue
-        prediction = ctx.measured_roof.predict(cost)
-        record = Record(
-            case=case,
-            op=op,
-            impl="torch",
-            dtype="bf16",
-            flops=cost.flops,
-            bytes=cost.bytes_,
-            intensity=cost.intensity,
-            predicted_s=prediction.time_s,
-            predicted_datasheet_s=ctx.datasheet_roof.predict(cost).time_s,
-            bound=prediction.bound,
-            **{k: v for k, v in ctx.identity.items() if k in Record.__dataclass_fields__},
-        )
+        record = cost_record(case, op, "torch", "bf16", cost, ctx)
         record = fill_timing(record, stats, ctx.measured_roof)
         telemetry = ceilings.telemetry.get(op)
         if telemetry is not None:

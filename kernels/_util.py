@@ -64,69 +64,26 @@ def tma_compatible(*tensors: torch.Tensor) -> bool:
     return True
 
 
-def cold_l2_replay_s(launch: Callable[[], object], budget_s: float = 2e-4) -> float:
-    """GPU seconds per call of `launch()`, each call after an L2 flush, without launch gaps.
+def _replay_time_s(launch: Callable[[], object]) -> float:
+    # The suite's one GPU timer module; imported here, not at the top, so that the kernels load
+    # without the bench package's dependencies until a tuner first runs.
+    from roofbench.bench.timing import cold_l2_replay_s
 
-    Two CUDA graphs are captured: `calls` x (flush, launch) and `calls` x flush alone; the time
-    per call is the difference of their median replay times divided by `calls`. `calls` fills
-    about `budget_s` of kernel time (1 to 16). Replay drops the host's launch gaps, which per-call
-    events (triton.testing.do_bench) include: for a microsecond kernel they outweigh the
-    differences being tuned. On an H200, a split-K GEMM (two launches) and a one-launch GEMM of
-    M=64, N=1024, K=4096 read 13.4 and 13.3 us under do_bench, so the pick flipped from process
-    to process, but 8.9 and 10.8 us under graph replay, which is how the suite times such kernels.
-    """
-    index = torch.cuda.current_device()
-    l2_bytes = torch.cuda.get_device_properties(index).L2_cache_size or 64 << 20
-    scratch = torch.empty(2 * l2_bytes, dtype=torch.uint8, device=torch.device("cuda", index))
-
-    # Lazy set-up (compilation, allocator pools) must happen before capture, on a side stream.
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        launch()
-        scratch.zero_()
-    torch.cuda.current_stream().wait_stream(side)
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    launch()
-    end.record()
-    torch.cuda.synchronize()
-    calls = max(1, min(16, int(budget_s / max(start.elapsed_time(end) * 1e-3, 1e-7))))
-
-    def replay_s(with_launch: bool) -> float:
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            for _ in range(calls):
-                scratch.zero_()
-                if with_launch:
-                    launch()
-        graph.replay()  # the first replay uploads the graph
-        pairs = [
-            (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-            for _ in range(5)
-        ]
-        for a, b in pairs:
-            a.record()
-            graph.replay()
-            b.record()
-        torch.cuda.synchronize()
-        times = sorted(a.elapsed_time(b) * 1e-3 for a, b in pairs)
-        return times[len(times) // 2]
-
-    return max(replay_s(True) - replay_s(False), 0.0) / calls
+    return cold_l2_replay_s(launch)
 
 
 class Tuner:
     """Pick the fastest of a few launch configurations for each key, timed on first use.
 
     A launcher passes its candidate configurations and a function that launches one of them;
-    each is timed by `time_s(launch)` (default: `cold_l2_replay_s`, L2 flushed, graph replay)
+    each is timed by `time_s(launch)` (default: bench.timing.cold_l2_replay_s, L2 flushed, graph
+    replay, as the suite times short kernels)
     and the fastest is kept for the key. A candidate that fails to compile or launch (out of
     shared memory, say) is skipped. Unlike triton.autotune this times the whole launch (a split-K
     reduction pass included).
     """
 
-    def __init__(self, time_s: Callable[[Callable[[], object]], float] = cold_l2_replay_s):
+    def __init__(self, time_s: Callable[[Callable[[], object]], float] = _replay_time_s):
         self.time_s = time_s
         self.cache: dict[Hashable, dict] = {}
         self.timings: dict[Hashable, list[tuple[dict, float]]] = {}
@@ -176,6 +133,17 @@ def output(out: torch.Tensor | None, shape, dtype: torch.dtype, device) -> torch
     if not out.is_contiguous():
         raise ValueError("out must be contiguous")
     return out
+
+
+def linear_reference(
+    x: torch.Tensor, w: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """x @ w^T by torch's nn.Linear product (cuBLAS on the GPU): the baseline for the Triton GEMM
+    and GEMV."""
+    y = torch.nn.functional.linear(x, w)
+    if out is None:
+        return y
+    return out.copy_(y)
 
 
 def check_float(*tensors: torch.Tensor) -> torch.dtype:

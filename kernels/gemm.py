@@ -35,6 +35,7 @@ from ._util import (
     check_float,
     has_tma,
     is_interpreter,
+    linear_reference,
     num_sms,
     output,
     tma_compatible,
@@ -358,11 +359,4 @@ def gemm(
     return c
 
 
-def gemm_reference(
-    a: torch.Tensor, w: torch.Tensor, out: torch.Tensor | None = None
-) -> torch.Tensor:
-    """torch's nn.Linear product (cuBLAS on the GPU), the baseline for the Triton GEMM."""
-    c = torch.nn.functional.linear(a, w)
-    if out is None:
-        return c
-    return out.copy_(c)
+gemm_reference = linear_reference

@@ -24,7 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._util import check_float, is_interpreter, num_sms, output
+from ._util import check_float, is_interpreter, linear_reference, num_sms, output
 
 TOKENS_PER_DOT = 16  # tl.dot needs at least 16 rows; 2..16 tokens are padded to this
 
@@ -212,11 +212,4 @@ def gemv(
     return y
 
 
-def gemv_reference(
-    x: torch.Tensor, w: torch.Tensor, out: torch.Tensor | None = None
-) -> torch.Tensor:
-    """torch's nn.Linear product (cuBLAS GEMV on the GPU), the baseline for the Triton GEMV."""
-    y = torch.nn.functional.linear(x, w)
-    if out is None:
-        return y
-    return out.copy_(y)
+gemv_reference = linear_reference

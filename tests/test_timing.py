@@ -14,6 +14,7 @@ from roofbench.bench.timing import (
     TimingStats,
     args_nbytes,
     build_arg_sets,
+    cold_l2_replay_s,
     graph_calls,
     percentile,
     relative_spread,
@@ -334,3 +335,25 @@ def test_an_escape_must_show_in_both_rounds_of_checks(monkeypatch):
     monkeypatch.setattr(timing, "_escape_residual", scripted([1e-6]))
     assert timing._escape_check(lambda: None) == (False, "")
     assert rounds == [5]
+
+
+@pytest.mark.gpu
+def test_cold_l2_replay_time_matches_events_for_a_long_copy_and_drops_launch_gaps():
+    src = torch.randn(64 << 20, device="cuda")  # 256 MiB: launch gaps are noise against it
+    dst = torch.empty_like(src)
+    replay_s = cold_l2_replay_s(lambda: dst.copy_(src))
+    events = []
+    for _ in range(5):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        dst.copy_(src)
+        end.record()
+        torch.cuda.synchronize()
+        events.append(start.elapsed_time(end) * 1e-3)
+    assert replay_s == pytest.approx(sorted(events)[2], rel=0.15)
+
+    # Two launches of a tiny kernel cost about twice one, not two launch gaps more.
+    small = torch.randn(1024, device="cuda")
+    one_s = cold_l2_replay_s(lambda: small.mul_(1.0))
+    two_s = cold_l2_replay_s(lambda: (small.mul_(1.0), small.mul_(1.0)))
+    assert 0 < one_s < 10e-6 and one_s < two_s < 4 * one_s + 2e-6
