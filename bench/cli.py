@@ -69,30 +69,60 @@ def _choices(known: tuple[str, ...]):
     """A comma-separated subset of `known`, refused with the known names otherwise."""
 
     def parse(text: str) -> tuple[str, ...]:
-        picked = tuple(part.strip() for part in text.split(",") if part.strip())
-        wrong = [p for p in picked if p not in known]
-        if wrong or not picked:
-            raise argparse.ArgumentTypeError(
-                f"unknown {', '.join(wrong) or 'empty list'} (known: {', '.join(known)})"
-            )
-        return picked
+        return pick(text, known, "")
 
     return parse
 
 
+def pick(text: str, known: tuple[str, ...], flag: str) -> tuple[str, ...]:
+    """The comma-separated names of `text`, each one of `known`."""
+    picked = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    wrong = [p for p in picked if p not in known]
+    if wrong or not picked:
+        prefix = f"{flag}: " if flag else ""
+        message = f"{prefix}unknown {', '.join(wrong) or 'empty list'} (known: {', '.join(known)})"
+        if flag:
+            raise ValueError(message)
+        raise argparse.ArgumentTypeError(message)
+    return picked
+
+
+def _add_plugin(p) -> None:
+    p.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="FILE.py|MODULE",
+        help="import a file or module that registers implementations (repeatable)",
+    )
+
+
+def load_plugins(args) -> None:
+    """Import every --plugin (an import error is one line and exit code 2)."""
+    from roofbench.kernels.registry import load_plugins as load
+
+    load(args.plugin)
+
+
 def _add_run(sub) -> None:
-    from roofbench.bench.cases import IMPLS, OPS, SWEEPS
+    from roofbench.bench.sweep.cases import SWEEPS
 
     p = sub.add_parser(
         "run",
         help="measure a sweep on this GPU and write records, summary and plots",
-        description="Measure every case of a sweep for our kernels and the torch references; "
-        "write results/<gpu-slug>/<UTC time>/ (records.csv, run.json, summary.md, plots).",
+        description="Measure every case of a sweep for every registered implementation (ours, "
+        "the torch/cuBLAS/SDPA peers, a plugin's); write results/<gpu-slug>/<UTC time>/ "
+        "(records.csv, run.json, summary.md, plots).",
     )
     p.add_argument("--sweep", choices=SWEEPS, default="quick")
     p.add_argument("--out", default="results", help="folder the run folder goes under")
-    p.add_argument("--ops", type=_choices(OPS), default=OPS, help="comma-separated subset")
-    p.add_argument("--impls", type=_choices(IMPLS), default=IMPLS, help="comma-separated subset")
+    p.add_argument("--ops", help="comma-separated ops (default: all; `roofbench list` names them)")
+    p.add_argument(
+        "--impls",
+        help="comma-separated implementations (default: every registered one; "
+        "`roofbench list` names them)",
+    )
+    _add_plugin(p)
     p.add_argument(
         "--time-cap",
         type=positive_float,
@@ -123,7 +153,8 @@ def _add_compare(sub) -> None:
 
 
 def _add_model(sub) -> None:
-    from roofbench.bench.model import BACKENDS, SWEEPS
+    from roofbench.bench.model.points import SWEEPS
+    from roofbench.bench.model.run import BACKENDS
 
     p = sub.add_parser(
         "model",
@@ -140,7 +171,18 @@ def _add_model(sub) -> None:
     )
     p.add_argument("--sweep", choices=sorted(SWEEPS), default="quick")
     p.add_argument("--out", default="results", help="folder the run folder goes under")
-    p.add_argument("--backends", type=_choices(BACKENDS), default=BACKENDS)
+    p.add_argument(
+        "--impls",
+        help="presets (triton,torch: one backend each) and/or per-op choices "
+        "(decode_attention=mine,gemm=triton: one backend, other ops on their baselines); "
+        "default: triton,torch",
+    )
+    p.add_argument(
+        "--backends",
+        type=_choices(BACKENDS),
+        help="presets only (the older spelling of --impls triton,torch)",
+    )
+    _add_plugin(p)
     p.add_argument(
         "--time-budget",
         type=positive_float,
@@ -159,6 +201,15 @@ def _add_report(sub) -> None:
     p.add_argument("run_dir")
 
 
+def _add_list(sub) -> None:
+    p = sub.add_parser(
+        "list",
+        help="list the ops and their implementations, and which can run here and why not",
+    )
+    _add_plugin(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="roofbench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -167,21 +218,34 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compare(sub)
     _add_model(sub)
     _add_report(sub)
+    _add_list(sub)
     return parser
 
 
+def selected_ops_and_impls(args) -> tuple[tuple[str, ...], tuple[str, ...] | None]:
+    """--ops and --impls checked against the registry (after the plugins are loaded)."""
+    from roofbench.kernels.registry import impl_names
+    from roofbench.kernels.spec import op_names
+
+    ops = pick(args.ops, op_names(), "--ops") if args.ops else op_names()
+    impls = pick(args.impls, impl_names(ops), "--impls") if args.impls else None
+    return ops, impls
+
+
 def _run(args, console: Console) -> int:
-    from roofbench.bench.cases import sweep
-    from roofbench.bench.run import run
+    from roofbench.bench.sweep.cases import sweep
+    from roofbench.bench.sweep.run import run
 
     if args.resume and not (Path(args.resume) / "run.json").exists():
         raise ValueError(f"{args.resume} is not a run folder (no run.json)")
-    cases = [c for c in sweep(args.sweep) if c.op in args.ops]
+    load_plugins(args)
+    ops, impls = selected_ops_and_impls(args)
+    cases = sweep(args.sweep, ops)
     folder = run(
         args.sweep,
         cases,
         args.out,
-        impls=args.impls,
+        impls=impls,
         console=console,
         time_cap_s=args.time_cap,
         resume=args.resume,
@@ -214,16 +278,20 @@ def _compare(args, console: Console) -> int:
 
 
 def _model(args, console: Console) -> int:
-    from roofbench.bench.model import run_model
+    from roofbench.bench.model.run import BACKENDS, parse_impls, run_model
     from roofbench.theory.llm import load_model
 
     load_model(args.model)  # an unknown model or a bad config.json fails here, before any work
+    load_plugins(args)
+    if args.impls and args.backends:
+        raise ValueError("give --impls or --backends, not both")
+    backends = parse_impls(args.impls) if args.impls else (args.backends or BACKENDS)
     folder = run_model(
         args.model,
         layers=args.layers,
         sweep=args.sweep,
         out_dir=args.out,
-        backends=args.backends,
+        backends=backends,
         time_budget_s=args.time_budget,
         console=console,
         time_cap_s=args.time_cap,
@@ -234,9 +302,9 @@ def _model(args, console: Console) -> int:
 
 
 def _report(args, console: Console) -> int:
-    from roofbench.bench.model import RECORDS_CSV
-    from roofbench.bench.model_report import write_report
-    from roofbench.bench.run import write_reports
+    from roofbench.bench.model.report import write_report
+    from roofbench.bench.model.run import RECORDS_CSV
+    from roofbench.bench.sweep.run import write_reports
 
     folder = Path(args.run_dir)
     if not (folder / "run.json").exists():
@@ -251,6 +319,20 @@ def _report(args, console: Console) -> int:
     return 0
 
 
+def _list(args, console: Console) -> int:
+    from roofbench.bench.listing import listing, render_listing
+
+    load_plugins(args)
+    data = listing()
+    if args.json:
+        import json
+
+        print(json.dumps(data, indent=2))
+    else:
+        render_listing(data, console)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console()
@@ -259,7 +341,13 @@ def main(argv: list[str] | None = None) -> int:
             from roofbench.bench.predict import run_predict
 
             return run_predict(args, console)
-        commands = {"run": _run, "compare": _compare, "model": _model, "report": _report}
+        commands = {
+            "run": _run,
+            "compare": _compare,
+            "model": _model,
+            "report": _report,
+            "list": _list,
+        }
         return commands[args.command](args, console)
     except (ValueError, KeyError) as err:
         message = err.args[0] if err.args else str(err)

@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from roofbench.bench.records import COLUMNS, Record, read_records
+from roofbench.bench.core.records import COLUMNS, Record, read_records
 
 VERDICTS = ("slower", "faster", "same", "missing", "new")
 VERDICT_STYLES = {

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from roofbench.bench.cases import IMPLS, OPS, SWEEPS, sweep
-from roofbench.bench.gpu_clock import TIMER_NAME
+from roofbench.bench.core.gpu_clock import TIMER_NAME
+from roofbench.bench.sweep.cases import SWEEPS, sweep
 
 HAS_CUDA = torch.cuda.is_available()
 
@@ -19,8 +19,15 @@ HAS_CUDA = torch.cuda.is_available()
 def pytest_addoption(parser):
     group = parser.getgroup("roofbench")
     group.addoption("--sweep", choices=SWEEPS, default="quick", help="cases to benchmark")
+    group.addoption("--ops", default="", help="comma-separated ops (default: all)")
     group.addoption(
-        "--ops", default=",".join(OPS), help=f"comma-separated subset of {', '.join(OPS)}"
+        "--impls", default="", help="comma-separated implementations (default: all registered)"
+    )
+    group.addoption(
+        "--plugin",
+        action="append",
+        default=[],
+        help="a file or module that registers implementations (repeatable)",
     )
     group.addoption("--bench-records", default=None, help="also write the records to this CSV")
 
@@ -34,21 +41,32 @@ def pytest_configure(config):
         config.option.benchmark_timer = TIMER_NAME
 
 
-def _ops(config) -> list[str]:
-    picked = [op.strip() for op in config.getoption("ops").split(",") if op.strip()]
-    wrong = [op for op in picked if op not in OPS]
-    if wrong:
-        raise pytest.UsageError(f"--ops: unknown {', '.join(wrong)} (known: {', '.join(OPS)})")
-    return picked
+def _selection(config):
+    """(ops, impls) from --plugin, --ops and --impls, checked as `roofbench run` checks them."""
+    from types import SimpleNamespace
+
+    from roofbench.bench.cli import load_plugins, selected_ops_and_impls
+
+    args = SimpleNamespace(
+        plugin=config.getoption("plugin"),
+        ops=config.getoption("ops"),
+        impls=config.getoption("impls"),
+    )
+    try:
+        load_plugins(args)
+        return selected_ops_and_impls(args)
+    except ValueError as err:
+        raise pytest.UsageError(str(err)) from None
 
 
 def pytest_generate_tests(metafunc):
     if "case" not in metafunc.fixturenames:
         return
-    ops = _ops(metafunc.config)
-    cases = [c for c in sweep(metafunc.config.getoption("sweep")) if c.op in ops]
-    metafunc.parametrize("case", cases, ids=[c.id for c in cases])
-    metafunc.parametrize("impl", IMPLS)
+    from roofbench.bench.sweep.run import tasks
+
+    ops, impls = _selection(metafunc.config)
+    pairs = tasks(sweep(metafunc.config.getoption("sweep"), ops), impls)
+    metafunc.parametrize(("case", "impl"), pairs, ids=[f"{case.id}-{impl}" for case, impl in pairs])
 
 
 def pytest_collection_modifyitems(config, items):
@@ -61,11 +79,11 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_benchmark_update_machine_info(config, machine_info):
     """GPU, driver, clocks and library versions beside pytest-benchmark's CPU facts."""
-    from roofbench.bench.run import versions
+    from roofbench.bench.core.identity import versions
 
     info = {"cuda_available": HAS_CUDA, **versions()}
     if HAS_CUDA:
-        from roofbench.bench.telemetry import Telemetry
+        from roofbench.bench.core.telemetry import Telemetry
 
         info["cuda"] = torch.version.cuda
         info["name"] = torch.cuda.get_device_name()
@@ -87,12 +105,12 @@ def pytest_benchmark_update_machine_info(config, machine_info):
 @pytest.fixture(scope="session")
 def run_context(request):
     """Ceilings measured once per session; the roofs every benchmark's record is held against."""
-    from roofbench.bench.ceilings import measure_ceilings, measured_roof
-    from roofbench.bench.gpu import resolve_gpu
-    from roofbench.bench.measure import RunContext
-    from roofbench.bench.run import utc_now, versions
-    from roofbench.bench.telemetry import Telemetry
-    from roofbench.bench.timing import StopRule
+    from roofbench.bench.core.ceilings import measure_ceilings, measured_roof
+    from roofbench.bench.core.gpu import resolve_gpu
+    from roofbench.bench.core.identity import utc_now, versions
+    from roofbench.bench.core.measure import RunContext
+    from roofbench.bench.core.telemetry import Telemetry
+    from roofbench.bench.core.timing import StopRule
     from roofbench.theory.roofline import Roof
 
     telemetry = Telemetry(torch.cuda.current_device())
@@ -121,7 +139,7 @@ def record_writer(request):
     if not path:
         yield None
         return
-    from roofbench.bench.records import RecordWriter
+    from roofbench.bench.core.records import RecordWriter
 
     with RecordWriter(path) as writer:
         yield writer

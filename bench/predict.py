@@ -107,7 +107,7 @@ def render(data: dict, console: Console) -> None:
 
 
 def run_predict(args, console: Console) -> int:
-    from roofbench.bench.gpu import resolve_gpu
+    from roofbench.bench.core.gpu import resolve_gpu
 
     model = load_model(args.model)
     gpu = resolve_gpu(args.gpu)

@@ -21,10 +21,10 @@ import statistics
 import pytest
 import torch
 
-from roofbench.bench.gpu_clock import GPU_CLOCK
-from roofbench.bench.measure import WARM_UP_S, prepare, time_case
-from roofbench.bench.records import Record
-from roofbench.bench.timing import warm_up
+from roofbench.bench.core.gpu_clock import GPU_CLOCK
+from roofbench.bench.core.measure import WARM_UP_S, prepare, time_case
+from roofbench.bench.core.records import Record
+from roofbench.bench.core.timing import warm_up
 
 REDRAW_SAMPLES = 30
 AGREEMENT = 0.05

@@ -64,29 +64,42 @@ def tma_compatible(*tensors: torch.Tensor) -> bool:
     return True
 
 
-def _replay_time_s(launch: Callable[[], object]) -> float:
-    # The suite's one GPU timer module; imported here, not at the top, so that the kernels load
-    # without the bench package's dependencies until a tuner first runs.
-    from roofbench.bench.timing import cold_l2_replay_s
+def _do_bench_s(launch: Callable[[], object]) -> float:
+    """Triton's own timer (per-call events after an L2 flush), in seconds: the tuners' timer
+    until the suite installs its cold-L2 graph replay with `set_tuning_timer`."""
+    import triton.testing
 
-    return cold_l2_replay_s(launch)
+    return triton.testing.do_bench(launch, warmup=5, rep=20) * 1e-3
+
+
+# The timer every Tuner uses unless given one; kernels/ must not import bench/, so bench installs
+# its own (bench.core.timing.cold_l2_replay_s) when it is imported.
+_TUNING_TIMER: list[Callable[[Callable[[], object]], float]] = [_do_bench_s]
+
+
+def set_tuning_timer(time_s: Callable[[Callable[[], object]], float]) -> None:
+    """Make `time_s(launch) -> seconds` the timer of every Tuner built without its own."""
+    _TUNING_TIMER[0] = time_s
 
 
 class Tuner:
     """Pick the fastest of a few launch configurations for each key, timed on first use.
 
     A launcher passes its candidate configurations and a function that launches one of them;
-    each is timed by `time_s(launch)` (default: bench.timing.cold_l2_replay_s, L2 flushed, graph
-    replay, as the suite times short kernels)
-    and the fastest is kept for the key. A candidate that fails to compile or launch (out of
+    each is timed by `time_s(launch)` (default: the timer `set_tuning_timer` installed; the suite
+    installs its cold-L2 graph replay, as it times short kernels) and the fastest is kept for
+    the key. A candidate that fails to compile or launch (out of
     shared memory, say) is skipped. Unlike triton.autotune this times the whole launch (a split-K
     reduction pass included).
     """
 
-    def __init__(self, time_s: Callable[[Callable[[], object]], float] = _replay_time_s):
-        self.time_s = time_s
+    def __init__(self, time_s: Callable[[Callable[[], object]], float] | None = None):
+        self._time_s = time_s
         self.cache: dict[Hashable, dict] = {}
         self.timings: dict[Hashable, list[tuple[dict, float]]] = {}
+
+    def time_s(self, launch: Callable[[], object]) -> float:
+        return (self._time_s or _TUNING_TIMER[0])(launch)
 
     def pick(
         self,

@@ -29,6 +29,8 @@ import torch
 import triton
 import triton.language as tl
 
+from roofbench.theory.plan import KernelLaunch, LaunchPlan
+
 from ._util import check_float, is_interpreter, num_sms, output
 
 LOG2E = 1.4426950408889634
@@ -161,6 +163,27 @@ def plan(batch: int, kv_heads: int, s_max: int, sms: int) -> dict:
     return {"BLOCK_N": block_n, "num_splits": splits, "num_warps": 4, "num_stages": 3}
 
 
+def launch_plan(
+    batch: int, heads: int, kv_heads: int, s_max: int, head_dim: int, sms: int
+) -> LaunchPlan:
+    """The kernels `decode_attention` launches: pass 1 on a (B*Hkv, splits) grid, and with more
+    than one split the combine pass, which reads back the fp32 partial outputs and log-sum-exps
+    (B * Hq * splits * (D + 1) * 4 bytes, written by pass 1)."""
+    p = plan(batch, kv_heads, s_max, sms)
+    splits = p["num_splits"]
+    block_h = max(16, triton.next_power_of_2(heads // kv_heads))
+    tile = (block_h, p["BLOCK_N"], head_dim)
+    if splits == 1:
+        return LaunchPlan((KernelLaunch("decode_split", (batch * kv_heads, 1), tile),))
+    partial = 4.0 * batch * heads * splits * (head_dim + 1)
+    return LaunchPlan(
+        (
+            KernelLaunch("decode_split", (batch * kv_heads, splits), tile, splits, partial),
+            KernelLaunch("decode_combine", (batch * heads,), (head_dim,), 1, partial),
+        )
+    )
+
+
 def decode_attention(
     q: torch.Tensor,
     k_cache: torch.Tensor,
@@ -238,23 +261,19 @@ def decode_attention_reference(
     scale: float | None = None,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """torch's scaled_dot_product_attention on each run of sequences of one length, the cache
-    sliced to that length (no mask: a mask with GQA would send SDPA to its slow math path).
+    """torch's scaled_dot_product_attention over the cache.
 
-    context_lens may be a tensor (read to the host: a sync) or a sequence of ints (no sync, so the
-    call can be captured in a CUDA graph).
+    context_lens as host ints: each run of sequences of one length is one SDPA call on the cache
+    sliced to that length (no mask: a mask with GQA would send SDPA to its slow math path).
+    context_lens as an int32 device tensor: one SDPA call over the whole cache with a key mask
+    built on the device, so nothing is read back to the host and a CUDA graph can capture it;
+    the G query heads of a KV head are that head's G query rows, so no GQA expansion meets the
+    mask.
     """
-    lens = context_lens.tolist() if isinstance(context_lens, torch.Tensor) else list(context_lens)
+    if isinstance(context_lens, torch.Tensor):
+        return _masked_reference(q, k_cache, v_cache, context_lens, scale, out)
+    lens = [int(n) for n in context_lens]
     gqa = q.shape[1] != k_cache.shape[1]
-    if out is None and len(set(lens)) == 1:  # one length: a single call, no copy
-        o = torch.nn.functional.scaled_dot_product_attention(
-            q[:, :, None, :],
-            k_cache[:, :, : lens[0]],
-            v_cache[:, :, : lens[0]],
-            scale=scale,
-            enable_gqa=gqa,
-        )
-        return o[:, :, 0, :]
     o = out if out is not None else torch.empty_like(q)
     start = 0
     while start < len(lens):
@@ -272,3 +291,15 @@ def decode_attention_reference(
         o[start:stop].copy_(res[:, :, 0, :])
         start = stop
     return o
+
+
+def _masked_reference(q, k_cache, v_cache, context_lens, scale, out):
+    batch, heads, d = q.shape
+    kv_heads, s_max = k_cache.shape[1], k_cache.shape[2]
+    keys = torch.arange(s_max, device=q.device)
+    mask = (keys[None, :] < context_lens[:, None])[:, None, None, :]
+    grouped = q.reshape(batch, kv_heads, heads // kv_heads, d)
+    o = torch.nn.functional.scaled_dot_product_attention(
+        grouped, k_cache, v_cache, attn_mask=mask, scale=scale
+    ).reshape(batch, heads, d)
+    return o if out is None else out.copy_(o)

@@ -29,6 +29,8 @@ import torch
 import triton
 import triton.language as tl
 
+from roofbench.theory.plan import KernelLaunch, LaunchPlan
+
 from ._util import (
     TensorDescriptor,
     Tuner,
@@ -40,7 +42,7 @@ from ._util import (
     output,
     tma_compatible,
 )
-from .gemv import _sum_splits_kernel
+from .gemv import SUM_BLOCK, _sum_splits_kernel
 
 
 def _configs() -> list[triton.Config]:
@@ -272,8 +274,7 @@ def _launch_tma(a: torch.Tensor, w: torch.Tensor, c: torch.Tensor, cfg: dict) ->
     a_desc = TensorDescriptor(a, [m, k], [a.stride(0), 1], [bm, bk])
     w_desc = TensorDescriptor(w, [n, k], [w.stride(0), 1], [bn, bk])
     c_desc = TensorDescriptor(c, [m, n], [c.stride(0), 1], [bm, store_n])
-    work = triton.cdiv(m, bm) * triton.cdiv(n, bn) * split
-    programs = min(work, num_sms(a.device)) if cfg["PERSISTENT"] else work
+    programs = _tma_programs(m, n, cfg, num_sms(a.device))
     p = torch.empty((split, m, n), dtype=torch.float32, device=a.device) if split > 1 else c
     _gemm_tma_kernel[(programs,)](
         a_desc,
@@ -294,10 +295,41 @@ def _launch_tma(a: torch.Tensor, w: torch.Tensor, c: torch.Tensor, cfg: dict) ->
         num_stages=cfg["num_stages"],
     )
     if split > 1:
-        block = 1024
-        _sum_splits_kernel[(triton.cdiv(m * n, block),)](
-            p, c, m * n, SPLIT_K=split, BLOCK=block, num_warps=4
+        _sum_splits_kernel[(triton.cdiv(m * n, SUM_BLOCK),)](
+            p, c, m * n, SPLIT_K=split, BLOCK=SUM_BLOCK, num_warps=4
         )
+
+
+def _tma_programs(m: int, n: int, cfg: dict, sms: int) -> int:
+    work = triton.cdiv(m, cfg["BLOCK_M"]) * triton.cdiv(n, cfg["BLOCK_N"]) * cfg["SPLIT_K"]
+    return min(work, sms) if cfg["PERSISTENT"] else work
+
+
+def launch_plan(m: int, n: int, k: int, dtype: torch.dtype, device: torch.device) -> LaunchPlan:
+    """The kernels `gemm` launches for contiguous [m, k] x [n, k]^T on `device`.
+
+    Descriptor path: the configuration the tuner picked for this shape (the first candidate
+    before it has run), its persistent or one-program-per-tile grid, and with split-K the sum
+    of the fp32 partials (split * m * n * 4 bytes). Pointer path: one kernel whose tile
+    triton.autotune picks, so the grid is not declared.
+    """
+    if dtype not in (torch.float16, torch.bfloat16) or not has_tma(device):
+        return LaunchPlan((KernelLaunch("gemm"),), notes=("tile chosen by triton.autotune",))
+    sms = num_sms(device)
+    key = (m, n, k, dtype, k, k)  # gemm's tuner key for contiguous operands
+    cfg = _TUNER.cache.get(key) or candidates(m, n, k, sms)[0]
+    split = cfg["SPLIT_K"]
+    grid = (_tma_programs(m, n, cfg, sms),)
+    tile = (cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"])
+    if split == 1:
+        return LaunchPlan((KernelLaunch("gemm_tma", grid, tile),))
+    partial = 4.0 * split * m * n
+    return LaunchPlan(
+        (
+            KernelLaunch("gemm_tma", grid, tile, split, partial),
+            KernelLaunch("sum_splits", (triton.cdiv(m * n, SUM_BLOCK),), (SUM_BLOCK,), 1, partial),
+        )
+    )
 
 
 def _use_tma(a, w, c, config: dict | None) -> bool:

@@ -20,13 +20,18 @@ a call is graph-capturable and deterministic).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import triton
 import triton.language as tl
 
+from roofbench.theory.plan import KernelLaunch, LaunchPlan
+
 from ._util import check_float, is_interpreter, linear_reference, num_sms, output
 
 TOKENS_PER_DOT = 16  # tl.dot needs at least 16 rows; 2..16 tokens are padded to this
+SUM_BLOCK = 1024  # elements per program of the split-K sum
 
 
 @triton.jit
@@ -142,6 +147,50 @@ def plan(m: int, n: int, k: int, element_size: int, sms: int) -> dict:
     }
 
 
+@dataclass(frozen=True)
+class Geometry:
+    """What `gemv` launches for one shape: the plan's parameters made concrete."""
+
+    params: dict
+    block_m: int
+    block_n: int
+    block_k: int
+    split_k: int
+    k_split: int  # K elements per split, a whole number of BLOCK_K steps
+    grid: tuple[int, int, int]
+
+
+def geometry(m: int, n: int, k: int, element_size: int, sms: int, config=None) -> Geometry:
+    """`plan`'s parameters (with `config`'s overrides) turned into tiles, splits and the grid."""
+    p = plan(m, n, k, element_size, sms)
+    if is_interpreter():  # small tiles: the interpreter's cost grows with the tile, not the grid
+        p.update(BLOCK_N=16, BLOCK_K=32, num_stages=1)
+    p.update(config or {})
+    block_m = 1 if m == 1 else TOKENS_PER_DOT
+    block_n = p["BLOCK_N"] if m == 1 else max(p["BLOCK_N"], 16)  # tl.dot's minimum
+    block_k = p["BLOCK_K"] if m == 1 else max(p["BLOCK_K"], 16)
+    k_split = triton.cdiv(triton.cdiv(k, p["SPLIT_K"]), block_k) * block_k
+    split_k = triton.cdiv(k, k_split)  # no empty splits
+    grid = (triton.cdiv(n, block_n), split_k, triton.cdiv(m, block_m))
+    return Geometry(p, block_m, block_n, block_k, split_k, k_split, grid)
+
+
+def launch_plan(m: int, n: int, k: int, element_size: int, sms: int) -> LaunchPlan:
+    """The kernels `gemv` launches for [m, k] x [n, k]^T: the GEMV kernel, and with split-K the
+    pass that sums the fp32 partials (split_k * m * n * 4 bytes written, then read)."""
+    g = geometry(m, n, k, element_size, sms)
+    tile = (g.block_m, g.block_n, g.block_k)
+    if g.split_k == 1:
+        return LaunchPlan((KernelLaunch("gemv", g.grid, tile),))
+    partial = 4.0 * g.split_k * m * n
+    return LaunchPlan(
+        (
+            KernelLaunch("gemv", g.grid, tile, g.split_k, partial),
+            KernelLaunch("sum_splits", (triton.cdiv(m * n, SUM_BLOCK),), (SUM_BLOCK,), 1, partial),
+        )
+    )
+
+
 def gemv(
     x: torch.Tensor,
     w: torch.Tensor,
@@ -168,18 +217,10 @@ def gemv(
     if k == 0:
         return y.zero_()
 
-    p = plan(m, n, k, x.element_size(), num_sms(x.device))
-    if is_interpreter():  # small tiles: the interpreter's cost grows with the tile, not the grid
-        p.update(BLOCK_N=16, BLOCK_K=32, num_stages=1)
-    p.update(config or {})
-    block_m = 1 if m == 1 else TOKENS_PER_DOT
-    block_n = p["BLOCK_N"] if m == 1 else max(p["BLOCK_N"], 16)  # tl.dot's minimum
-    block_k = p["BLOCK_K"] if m == 1 else max(p["BLOCK_K"], 16)
-    split_k = p["SPLIT_K"]
-    k_split = triton.cdiv(triton.cdiv(k, split_k), block_k) * block_k
-    split_k = triton.cdiv(k, k_split)  # no empty splits
+    g = geometry(m, n, k, x.element_size(), num_sms(x.device), config)
+    p, block_m, block_n, block_k = g.params, g.block_m, g.block_n, g.block_k
+    split_k, k_split, grid = g.split_k, g.k_split, g.grid
     even_k = k_split * split_k == k
-    grid = (triton.cdiv(n, block_n), split_k, triton.cdiv(m, block_m))
     if split_k == 1:
         dest, stride_s = y, 0
     else:
@@ -205,9 +246,8 @@ def gemv(
         num_stages=p["num_stages"],
     )
     if split_k > 1:
-        block = 1024
-        _sum_splits_kernel[(triton.cdiv(m * n, block),)](
-            dest, y, m * n, SPLIT_K=split_k, BLOCK=block, num_warps=4
+        _sum_splits_kernel[(triton.cdiv(m * n, SUM_BLOCK),)](
+            dest, y, m * n, SPLIT_K=split_k, BLOCK=SUM_BLOCK, num_warps=4
         )
     return y
 

@@ -11,11 +11,13 @@ Projections sharing an input are stored fused (Q|K|V as one [q + 2 kv, hidden] m
 one [2 intermediate, hidden] matrix), as serving engines store them: the same weights and FLOPs
 in fewer, larger products. Norms, rotary embeddings and SiLU run in torch on both backends.
 
-Backends (`backend=`):
-- "triton": `kernels.gemv` for projections of at most 16 token rows (decode), `kernels.gemm`
-  above; `kernels.attention` for prefill, `kernels.decode_attention` for decode.
-- "torch": `F.linear`; SDPA for prefill (causal, native GQA); for decode SDPA over the cache
-  with the query heads of one KV head as that head's query rows and a key mask from the lengths.
+Backends (`backend=`): a choice of registered implementation (`kernels.registry`) for each of
+the four ops the decoder runs: `gemv` for projections of at most 16 token rows (decode), `gemm`
+above, `prefill_attention` and `decode_attention`. Presets: "triton" (this project's kernels for
+all four) and "torch" (F.linear, SDPA: the baselines); or a mapping such as
+{"decode_attention": "mine", "gemm": "triton"}, where an op left out takes its baseline. The
+decoder calls an implementation without `out=` (it must then return a fresh result) and gives
+decode attention the lengths as an int32 device tensor, so that a step can be graph-captured.
 
 Rotary embeddings follow Llama 3: theta = 500000, rotate-half pairing (dimension i with i + D/2,
 the Hugging Face layout); Llama 3.1's long-context frequency scaling is not applied.
@@ -33,6 +35,7 @@ Phases (each returns the logits of each sequence's newest token, [B, vocab]):
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -41,15 +44,54 @@ import torch.nn.functional as F
 from roofbench.theory.llm import ModelConfig
 from roofbench.theory.ops import dtype_bytes
 
-from . import attention as _attention
-from . import decode_attention as _decode
-from . import gemm as _gemm
-from . import gemv as _gemv
+from . import registry
+from .gemv import TOKENS_PER_DOT
 
 ROPE_THETA = 500000.0  # Llama 3's rope_theta (config.json)
 RMS_EPS = 1e-5  # Llama 3's rms_norm_eps
-GEMV_MAX_M = _gemv.TOKENS_PER_DOT  # the GEMV kernel serves 1..16 token rows; above, the GEMM
-BACKENDS = ("triton", "torch")
+GEMV_MAX_M = TOKENS_PER_DOT  # the GEMV op serves 1..16 token rows; above, the GEMM
+PRESETS = ("triton", "torch")
+BACKENDS = PRESETS
+MODEL_OPS = ("gemm", "gemv", "prefill_attention", "decode_attention")
+
+
+def resolve_backend(backend: str | Mapping[str, str]) -> dict[str, str]:
+    """op -> implementation name for a preset ("triton", "torch") or a per-op mapping (ops left
+    out take their baseline). Raises ValueError naming what is unknown."""
+    if isinstance(backend, str):
+        if backend not in PRESETS:
+            raise ValueError(
+                f"backend must be one of {PRESETS} or op=impl choices, got {backend!r}"
+            )
+        names = dict.fromkeys(MODEL_OPS, backend)
+    else:
+        wrong = [op for op in backend if op not in MODEL_OPS]
+        if wrong:
+            raise ValueError(f"the decoder runs {', '.join(MODEL_OPS)}; not {', '.join(wrong)}")
+        names = {op: backend.get(op) or registry.baseline(op).name for op in MODEL_OPS}
+    for op, name in names.items():
+        try:
+            registry.get_impl(op, name)
+        except KeyError as err:
+            raise ValueError(err.args[0]) from None
+    return names
+
+
+def backend_label(backend: str | Mapping[str, str]) -> str:
+    """A preset's name, or the per-op choices as `op=impl,...` in the decoder's op order."""
+    if isinstance(backend, str):
+        return backend
+    return ",".join(f"{op}={backend[op]}" for op in MODEL_OPS if op in backend)
+
+
+def parse_backend(label: str) -> str | dict[str, str]:
+    """The inverse of `backend_label`."""
+    if "=" not in label:
+        return label
+    pairs = [part.split("=", 1) for part in label.split(",") if part]
+    return {op.strip(): name.strip() for op, name in pairs}
+
+
 _DTYPE_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
 
 
@@ -186,15 +228,14 @@ def workspace_bytes(
 class KVCache:
     """K and V of every layer, [layers, 2, B, Hkv, max_seq, D], plus the step's static buffers.
 
-    `positions` (int64) and `attend_lens` (int32) are rewritten in place by each decode step, and
-    `key_index` (0..max_seq-1) builds the torch backend's key mask, so a captured step reads only
-    tensors that outlive it. `cos`, `sin` are the rotary tables for max_seq positions.
+    `positions` (int64) and `attend_lens` (int32) are rewritten in place by each decode step, so
+    a captured step reads only tensors that outlive it. `cos`, `sin` are the rotary tables for
+    max_seq positions.
     """
 
     kv: torch.Tensor
     positions: torch.Tensor
     attend_lens: torch.Tensor
-    key_index: torch.Tensor
     cos: torch.Tensor
     sin: torch.Tensor
 
@@ -210,7 +251,6 @@ class KVCache:
             kv=torch.zeros(shape, device=device, dtype=dtype),
             positions=torch.zeros(batch, device=device, dtype=torch.int64),
             attend_lens=torch.ones(batch, device=device, dtype=torch.int32),
-            key_index=torch.arange(max_seq, device=device, dtype=torch.int32),
             cos=cos,
             sin=sin,
         )
@@ -247,12 +287,16 @@ class KVCache:
 class Llama:
     """A decoder of shape `config` over `weights`, computing with `backend` ("triton"|"torch")."""
 
-    def __init__(self, config: ModelConfig, weights: Weights, backend: str = "torch"):
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    def __init__(
+        self, config: ModelConfig, weights: Weights, backend: str | Mapping[str, str] = "torch"
+    ):
+        names = resolve_backend(backend)
         if len(weights.layers) != config.num_layers:
             raise ValueError(f"{len(weights.layers)} layers of weights for {config.name}")
-        self.config, self.weights, self.backend = config, weights, backend
+        self.config, self.weights = config, weights
+        self.backend = backend_label(backend)
+        self.impl_names = names
+        self._fn = {op: registry.get_impl(op, name).fn for op, name in names.items()}
         self.cache: KVCache | None = None
         self._rope: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -260,7 +304,7 @@ class Llama:
     def random(
         cls,
         config: ModelConfig,
-        backend: str = "torch",
+        backend: str | Mapping[str, str] = "torch",
         device: torch.device | str = "cpu",
         dtype: torch.dtype | None = None,
         seed: int = 0,
@@ -271,7 +315,7 @@ class Llama:
             dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
         return cls(config, random_weights(config, device, dtype, seed), backend)
 
-    def with_backend(self, backend: str) -> Llama:
+    def with_backend(self, backend: str | Mapping[str, str]) -> Llama:
         """The same weights (shared, not copied) on another backend, with a cache of its own."""
         return Llama(self.config, self.weights, backend)
 
@@ -337,9 +381,6 @@ class Llama:
         torch.add(context_lens, 1, out=cache.attend_lens)
         cos = cache.cos.index_select(0, cache.positions)[:, None, None, :]
         sin = cache.sin.index_select(0, cache.positions)[:, None, None, :]
-        mask = None
-        if self.backend == "torch":
-            mask = (cache.key_index[None, :] < cache.attend_lens[:, None])[:, None, None, :]
         slot = cache.positions.view(batch, 1, 1, 1).expand(batch, cfg.num_kv_heads, 1, cfg.head_dim)
         x = F.embedding(tokens.reshape(batch), w.embed)  # [B, hidden]
         for i, layer in enumerate(w.layers):
@@ -347,7 +388,7 @@ class Llama:
             k_cache, v_cache = cache.k(i), cache.v(i)
             k_cache.scatter_(2, slot, k[:, 0].unsqueeze(2))
             v_cache.scatter_(2, slot, v[:, 0].unsqueeze(2))
-            o = self._decode_attention(q[:, 0], k_cache, v_cache, cache.attend_lens, mask)
+            o = self._fn["decode_attention"](q[:, 0], k_cache, v_cache, cache.attend_lens)
             x = x + self._linear(o.reshape(batch, cfg.q_dim), layer.wo, layer.bo)
             x = x + self._mlp(rms_norm(x, layer.mlp_norm), layer)
         return self._logits(x)
@@ -376,7 +417,7 @@ class Llama:
             if cache is not None:
                 cache.k(i)[:, :, :n].copy_(k)
                 cache.v(i)[:, :, :n].copy_(v)
-            o = self._prefill_attention(q, k, v)  # [B, Hq, N, D]
+            o = self._fn["prefill_attention"](q, k, v, causal=True)  # [B, Hq, N, D]
             o = o.transpose(1, 2).reshape(batch * n, cfg.q_dim)
             x = x + self._linear(o, layer.wo, layer.bo)
             x = x + self._mlp(rms_norm(x, layer.mlp_norm), layer)
@@ -402,30 +443,10 @@ class Llama:
         return self._linear(rms_norm(x, self.weights.norm), self.weights.lm_head)
 
     def _linear(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None):
-        """x [M, K] @ w[N, K]^T (+ b)."""
-        if self.backend == "torch":
-            y = F.linear(x, w)
-        elif x.shape[0] <= GEMV_MAX_M:
-            y = _gemv.gemv(x.contiguous(), w)
-        else:
-            y = _gemm.gemm(x, w)
+        """x [M, K] @ w[N, K]^T (+ b): the GEMV op's implementation up to 16 rows, else GEMM's."""
+        op = "gemv" if x.shape[0] <= GEMV_MAX_M else "gemm"
+        y = self._fn[op](x.contiguous(), w)
         return y if b is None else y.add_(b)
-
-    def _prefill_attention(self, q, k, v) -> torch.Tensor:
-        if self.backend == "torch":
-            return _attention.attention_reference(q, k, v, causal=True)
-        return _attention.attention(q, k, v, causal=True)
-
-    def _decode_attention(self, q, k_cache, v_cache, attend_lens, mask) -> torch.Tensor:
-        """q [B, Hq, D] over the first attend_lens[b] cached positions -> [B, Hq, D]."""
-        if self.backend == "triton":
-            return _decode.decode_attention(q, k_cache, v_cache, attend_lens)
-        batch, heads, d = q.shape
-        # The G query heads of a KV head become G query rows of that head: no GQA expansion, and
-        # the length mask keeps each sequence to its context.
-        qg = q.reshape(batch, self.config.num_kv_heads, heads // self.config.num_kv_heads, d)
-        o = F.scaled_dot_product_attention(qg, k_cache, v_cache, attn_mask=mask)
-        return o.reshape(batch, heads, d)
 
 
 # --- CUDA-graph decode ---------------------------------------------------------------------------

@@ -1,0 +1,235 @@
+"""`roofbench run`: a sweep measured end to end into `results/<gpu-slug>/<UTC time>/`.
+
+The folder holds `records.csv` (written row by row), `run.json` (roofs, ceilings, versions, wall
+time), `summary.md`, `roofline.png` and `prefill_vs_decode.png`. Without a GPU the same folder
+holds the predictions only, and the summary says that measuring needs a GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from rich.console import Console
+
+from roofbench.bench.core.identity import roof_dict, roof_from, utc_now, versions, write_meta
+from roofbench.bench.core.records import RecordWriter, progress_line, read_records
+from roofbench.bench.sweep import plot, report
+from roofbench.kernels import registry
+from roofbench.kernels.spec import OpCase
+from roofbench.theory.hardware import GpuSpec
+from roofbench.theory.roofline import Roof
+
+NO_GPU_NOTE = (
+    "No CUDA GPU is visible to torch: this report holds the roofline predictions only "
+    "(datasheet roof). Measuring needs a GPU."
+)
+
+
+def run_folder(out: str | os.PathLike, gpu: GpuSpec, started: datetime) -> Path:
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    return Path(out) / gpu.slug / stamp
+
+
+def tasks(cases: list[OpCase], impls: tuple[str, ...] | None) -> list[tuple[OpCase, str]]:
+    """(case, implementation name) for every case and every registered implementation of its op
+    that `impls` names (None: all of them), in the order they are measured."""
+    return [
+        (case, impl.name)
+        for case in cases
+        for impl in registry.impls(case.op)
+        if impls is None or impl.name in impls
+    ]
+
+
+def run_identity(cases: list[OpCase], impls: tuple[str, ...] | None) -> dict:
+    """What run.json records about the implementations: each op's baseline, the names timed and
+    the plugins they came from."""
+    ops = sorted({c.op for c in cases}, key=lambda op: [c.op for c in cases].index(op))
+    chosen = [registry.get_impl(c.op, name) for c, name in tasks(cases, impls)]
+    return {
+        "baselines": {op: b.name for op in ops if (b := registry.baseline(op)) is not None},
+        "impls": {op: sorted({i.name for i in chosen if i.op == op}) for op in ops},
+        "plugins": sorted({i.origin for i in chosen if i.origin != registry.BUILTIN}),
+    }
+
+
+def write_reports(folder: Path, note: str = "") -> None:
+    """summary.md and the two plots from the folder's records.csv and run.json."""
+    meta = json.loads((folder / "run.json").read_text())
+    records = read_records(folder / "records.csv")
+    datasheet = roof_from(meta.get("datasheet_roof"))
+    measured = roof_from(meta.get("measured_roof"))
+    text = report.summarize(
+        records,
+        datasheet,
+        measured,
+        meta.get("ceilings"),
+        note=note,
+        baselines=meta.get("baselines"),
+    )
+    wall = meta.get("wall_time_s")
+    if wall is not None:
+        text += f"\nSweep `{meta.get('sweep')}` took {wall:.0f} s of wall time.\n"
+    (folder / "summary.md").write_text(text)
+    plot.roofline_plot(records, datasheet, measured, folder / "roofline.png")
+    plot.prefill_vs_decode_plot(records, measured or datasheet, folder / "prefill_vs_decode.png")
+
+
+def _done(folder: Path) -> set[tuple[str, str]]:
+    path = folder / "records.csv"
+    if not path.exists():
+        return set()
+    return {(r.case, r.impl) for r in read_records(path)}
+
+
+def predictions_only(
+    cases: list[OpCase], impls, gpu: GpuSpec, folder: Path, sweep: str, console
+) -> None:
+    """Records with the datasheet predictions and status `skipped`: there is nothing to time."""
+    from roofbench.bench.core.measure import RunContext, base_record
+
+    roof = Roof.from_spec(gpu)
+    meta = {
+        "sweep": sweep,
+        "gpu": gpu.name,
+        "gpu_slug": gpu.slug,
+        "started": utc_now(),
+        "datasheet_roof": roof_dict(roof),
+        "measured_roof": None,
+        "ceilings": None,
+        **versions(),
+        **run_identity(cases, impls),
+        "note": NO_GPU_NOTE,
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    write_meta(folder, meta)
+    identity = {"gpu": gpu.name, "timestamp": meta["started"], "sweep": sweep, **versions()}
+    ctx = RunContext(roof, roof, telemetry=None, rule=None, identity=identity)
+    with RecordWriter(folder / "records.csv") as writer:
+        for case, impl in tasks(cases, impls):
+            record = base_record(case, impl, ctx)
+            record.predicted_s = None
+            record.status, record.reason = "skipped", "no CUDA GPU: predictions only"
+            writer.write(record)
+    meta["wall_time_s"] = 0.0
+    write_meta(folder, meta)
+    write_reports(folder, note=NO_GPU_NOTE)
+    console.print(f"[yellow]{NO_GPU_NOTE}[/]")
+
+
+def _start_meta(folder: Path, sweep, gpu, info, gpu_name, datasheet, cases, impls, console, gpm):
+    """Measure the ceilings and write the first run.json; returns (meta, ceilings, roof)."""
+    from roofbench.bench.core.ceilings import ceilings_dict, measure_ceilings, measured_roof
+
+    console.print(f"measuring ceilings on {gpu_name} ...")
+    ceilings = measure_ceilings(telemetry=info["telemetry"], gpm=gpm)
+    measured = measured_roof(ceilings)
+    meta = {
+        "sweep": sweep,
+        "gpu": gpu_name,
+        "gpu_slug": gpu.slug,
+        "driver": info["driver"],
+        "started": utc_now(),
+        **versions(),
+        **run_identity(cases, impls),
+        "datasheet_roof": roof_dict(datasheet),
+        "measured_roof": roof_dict(measured),
+        "ceilings": ceilings_dict(ceilings),
+    }
+    write_meta(folder, meta)
+    console.print(
+        f"copy {ceilings.copy_gbps:.0f} GB/s, read {ceilings.read_gbps:.0f} GB/s, "
+        f"bf16 matmul {ceilings.matmul_tflops:.0f} TFLOP/s, launch "
+        f"{ceilings.launch_s * 1e6:.2f} us (datasheet: {gpu.hbm_gbps:.0f} GB/s, "
+        f"{gpu.peak_tflops('bf16'):.0f} TFLOP/s)"
+    )
+    return meta, ceilings, measured
+
+
+def measure_sweep(
+    cases: list[OpCase],
+    impls,
+    folder: Path,
+    sweep: str,
+    console: Console,
+    time_cap_s: float,
+    gpm: bool = True,
+) -> None:
+    """Ceilings first, then every case x implementation, each record flushed as it is made."""
+    import torch
+
+    from roofbench.bench.core.ceilings import ceiling_records
+    from roofbench.bench.core.gpu import resolve_gpu
+    from roofbench.bench.core.measure import RunContext, measure
+    from roofbench.bench.core.telemetry import Telemetry
+    from roofbench.bench.core.timing import StopRule
+
+    gpu = resolve_gpu(None)
+    folder.mkdir(parents=True, exist_ok=True)
+    meta_path = folder / "run.json"
+    began = time.perf_counter()
+    telemetry = Telemetry(torch.cuda.current_device())
+    info = telemetry.info()
+    gpu_name = info.name or torch.cuda.get_device_name()
+    datasheet = Roof.from_spec(gpu)
+    ceilings = None
+    if meta_path.exists():  # resuming: keep the ceilings the run started with
+        meta = json.loads(meta_path.read_text())
+        measured = roof_from(meta["measured_roof"])
+        console.print(f"resuming {folder}: {len(_done(folder))} measurements already there")
+    else:
+        started = {"telemetry": telemetry, "driver": info.driver_version}
+        meta, ceilings, measured = _start_meta(
+            folder, sweep, gpu, started, gpu_name, datasheet, cases, impls, console, gpm
+        )
+    identity = {"gpu": gpu_name, "driver": meta.get("driver") or "", "sweep": sweep, **versions()}
+    rule = StopRule(max_time_s=time_cap_s)
+    ctx = RunContext(datasheet, measured, telemetry, rule, identity, gpm=gpm)
+    done = _done(folder)
+    todo = [(c, i) for c, i in tasks(cases, impls) if (c.id, i) not in done]
+    device = torch.device("cuda", torch.cuda.current_device())
+    with RecordWriter(folder / "records.csv") as writer:
+        if ceilings is not None:
+            ctx.identity["timestamp"] = meta["started"]
+            for record in ceiling_records(ceilings, ctx):
+                writer.write(record)
+        for index, (case, impl) in enumerate(todo, 1):
+            ctx.identity["timestamp"] = utc_now()
+            record = measure(case, impl, ctx, device)
+            writer.write(record)
+            console.print(f"[{index}/{len(todo)}] {progress_line(record)}", highlight=False)
+    meta["wall_time_s"] = meta.get("wall_time_s", 0.0) + time.perf_counter() - began
+    meta["finished"] = utc_now()
+    write_meta(folder, meta)
+    telemetry.close()
+    write_reports(folder)
+
+
+def run(
+    sweep: str,
+    cases: list[OpCase],
+    out: str,
+    impls: tuple[str, ...] | None = None,
+    console: Console | None = None,
+    time_cap_s: float = 0.5,
+    resume: str | None = None,
+    gpm: bool = True,
+) -> Path:
+    """Measure (or, with no GPU, predict) `cases` for the implementations named in `impls`
+    (None: every registered one); returns the run folder."""
+    import torch
+
+    from roofbench.bench.core.gpu import resolve_gpu
+
+    console = console or Console()
+    gpu = resolve_gpu(None)
+    folder = Path(resume) if resume else run_folder(out, gpu, datetime.now(timezone.utc))
+    if not torch.cuda.is_available():
+        predictions_only(cases, impls, gpu, folder, sweep, console)
+    else:
+        measure_sweep(cases, impls, folder, sweep, console, time_cap_s, gpm)
+    return folder

@@ -1,0 +1,87 @@
+"""Each backend of torch's scaled_dot_product_attention on its own, as a peer implementation.
+
+torch dispatches SDPA to one of several kernels (FlashAttention-2, cuDNN's fused attention,
+the memory-efficient kernel, a math fallback). `forced(backend, fn)` runs `fn` with only that
+backend allowed (`torch.nn.attention.sdpa_kernel`); when the backend refuses the inputs, torch
+raises "No available kernel" after warning why, and the wrapper turns that into
+`BackendRefused(<torch's reason>)`, an `Unsupported`: the record is skipped with the reason,
+not failed.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable
+
+import torch
+
+from roofbench.kernels.registry import Unsupported
+
+# Our name -> torch's SDPBackend member.
+BACKENDS = {
+    "flash": "FLASH_ATTENTION",
+    "cudnn": "CUDNN_ATTENTION",
+    "efficient": "EFFICIENT_ATTENTION",
+}
+
+
+class BackendRefused(Unsupported):
+    """torch found no kernel of the forced backend for these inputs (carries torch's reason)."""
+
+
+def _sdpa_backend(backend: str):
+    from torch.nn.attention import SDPBackend
+
+    return getattr(SDPBackend, BACKENDS[backend])
+
+
+def unavailable(backend: str) -> str | None:
+    """None when `backend` can run on this machine, else why not."""
+    if not torch.cuda.is_available():
+        return f"needs a CUDA GPU (SDPA's {backend} backend is a CUDA kernel)"
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: F401
+    except ImportError:
+        return "this torch has no torch.nn.attention.sdpa_kernel"
+    if not hasattr(SDPBackend, BACKENDS[backend]):
+        return f"this torch has no SDPBackend.{BACKENDS[backend]}"
+    major, _ = torch.cuda.get_device_capability()
+    if backend == "flash" and major < 8:
+        return "SDPA's flash backend needs compute capability 8.0 or newer"
+    if backend == "cudnn":
+        if not torch.backends.cudnn.is_available():
+            return "torch was built without cuDNN"
+        if major < 8:
+            return "SDPA's cuDNN backend needs compute capability 8.0 or newer"
+    return None
+
+
+def _reason(warned: list[warnings.WarningMessage]) -> str:
+    texts = [str(w.message).strip() for w in warned if str(w.message).strip()]
+    # torch warns the rule that failed first, then a generic line; the specific one says why.
+    specific = [t for t in texts if "not used because" not in t] or texts
+    return "; ".join(t.splitlines()[0] for t in specific[:2])
+
+
+def forced(backend: str, fn: Callable) -> Callable:
+    """`fn` with SDPA restricted to `backend`; a refusal raises BackendRefused with the reason."""
+    member = _sdpa_backend(backend) if unavailable(backend) is None else None
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        from torch.nn.attention import sdpa_kernel
+
+        if member is None:
+            raise BackendRefused(unavailable(backend) or f"{backend} is not available")
+        with warnings.catch_warnings(record=True) as warned, sdpa_kernel(member):
+            warnings.simplefilter("always")
+            try:
+                return fn(*args, **kwargs)
+            except RuntimeError as err:
+                if "No available kernel" not in str(err):
+                    raise
+                why = _reason(warned) or str(err).splitlines()[0]
+                raise BackendRefused(f"SDPA {backend} backend refused: {why}") from None
+
+    return run

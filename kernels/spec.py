@@ -1,0 +1,209 @@
+"""Op specs: what an op is, apart from any implementation of it.
+
+An op spec is a frozen dataclass subclassing `OpCase`, one per op, registered with `@register_op`
+(the files in `kernels/ops/`). One instance is one case: the op at one shape and dtype. The class
+declares everything the suite needs to measure any implementation of the op:
+
+- `id`: the stable case name shared by every implementation (the key `roofbench compare` uses);
+- `cost()`: FLOPs and compulsory bytes, from `theory.ops` (the one place for the formulas);
+- `shape_fields()`: the shape columns of a record;
+- `make_inputs(device, seed)`: fresh random inputs (randn, never zeros), and `empty_output`;
+- `call(fn, inputs, out)`: how an implementation is called (its signature is the op's contract);
+- `exact(inputs)`: the float64 oracle; `tolerance`: the relative error allowed for the dtype;
+- `gate_case()`: the shape the correctness gate runs when the case is too big for the oracle;
+- `small_cases()`: shapes every implementation must run (the conformance gate); `odd_cases()`:
+  awkward shapes an implementation may refuse through its `supports` (never silently mis-run);
+- `sweep(name)`: the cases of the `quick` and `full` sweeps.
+
+Adding an op: its cost in `theory/ops.py`, one file in `kernels/ops/`, and its kernel(s).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import fields, replace
+from typing import Any, ClassVar
+
+import torch
+
+from roofbench.theory.ops import OpCost
+
+# Relative error allowed per dtype, from the arithmetic each dtype implies (the oracle sees the
+# same rounded inputs, so input rounding does not count; accumulation is always fp32):
+TOLERANCE: dict[str, float] = {
+    # fp32 operands: tl.dot runs tf32 on the GPU (10-bit mantissa, unit roundoff 2^-11 = 4.9e-4,
+    # typical relative error ~3e-4); plain fp32 (interpreter, cuBLAS) lands near 1e-6.
+    "fp32": 2e-3,
+    # fp16: output rounding alone is <= 2^-11 relative (rms ~1.4e-4); attention also rounds P to
+    # fp16 before P @ V. Seen: ~2e-4 to 5e-4.
+    "fp16": 2e-3,
+    # bf16: output rounding <= 2^-8 relative (rms ~1.1e-3), P rounded to bf16 in attention.
+    # Seen: ~1.5e-3 to 4e-3.
+    "bf16": 1e-2,
+}
+# max |out - ref| may reach this many times the relative tolerance of max |ref|: one wrong row or
+# tile, which a norm over a large output would dilute, still fails.
+ELEMENT_FACTOR = 10.0
+
+TORCH_DTYPES: dict[str, torch.dtype] = {
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+    "fp32": torch.float32,
+}
+_ALIASES = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float32": "fp32"}
+
+
+def dtype_name(dtype: torch.dtype | str) -> str:
+    """The short name ("bf16", "fp16", "fp32") of a torch dtype or a name."""
+    if isinstance(dtype, torch.dtype):
+        for name, value in TORCH_DTYPES.items():
+            if value == dtype:
+                return name
+        raise ValueError(f"unsupported dtype {dtype}")
+    name = _ALIASES.get(dtype, dtype)
+    if name not in TORCH_DTYPES:
+        raise ValueError(f"unsupported dtype {dtype!r} (known: {', '.join(TORCH_DTYPES)})")
+    return name
+
+
+def randn(shape, gen: torch.Generator, device, dtype: torch.dtype, scale: float = 1.0):
+    """Standard normal values times `scale`, drawn in fp32 from `gen`, then cast: never zeros."""
+    x = torch.randn(shape, generator=gen, device=device, dtype=torch.float32)
+    return (x * scale).to(dtype)
+
+
+def generator(device, seed: int) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+class OpCase:
+    """Base of every op spec; subclasses are frozen dataclasses whose fields are the shape, then
+    `dtype` and `source` (where the shape comes from, e.g. "llama3-8b down_proj")."""
+
+    op: ClassVar[str]
+    # Where the op sits in listings and sweeps (plugins' ops come after the built-in ones).
+    order: ClassVar[int] = 100
+    dtype: str
+    source: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dtype", dtype_name(self.dtype))
+        self.cost()  # validates the sizes through theory
+
+    # --- what a record needs -----------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        raise NotImplementedError
+
+    def cost(self) -> OpCost:
+        raise NotImplementedError
+
+    def shape_fields(self) -> dict[str, int | None]:
+        """The record columns this op fills (a subset of batch, seq, m, n, k, heads, kv_heads,
+        head_dim)."""
+        raise NotImplementedError
+
+    # --- what the gate and the timer need ----------------------------------------------------
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return TORCH_DTYPES[self.dtype]
+
+    @property
+    def tolerance(self) -> float:
+        return TOLERANCE[self.dtype]
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def make_inputs(self, device, seed: int) -> tuple[Any, ...]:
+        raise NotImplementedError
+
+    def empty_output(self, device) -> torch.Tensor:
+        return torch.empty(self.out_shape, dtype=self.torch_dtype, device=device)
+
+    def call(self, fn: Callable, inputs: tuple, out: torch.Tensor):
+        """Run implementation `fn` on `inputs`, writing into `out`; returns what fn returns."""
+        return fn(*inputs, out=out)
+
+    def exact(self, inputs: tuple) -> torch.Tensor:
+        raise NotImplementedError
+
+    def gate_case(self) -> OpCase:
+        """The case the gate checks for this one: itself unless the float64 oracle would not
+        afford it (then the same kind of case, smaller along the axes that do not change the
+        code path: rows, batch, sequence)."""
+        return self
+
+    def with_fields(self, **changes) -> OpCase:
+        return replace(self, **changes)
+
+    # --- shapes for tests and sweeps ---------------------------------------------------------
+
+    @classmethod
+    def small_cases(cls, dtype: str = "fp16") -> list[OpCase]:
+        """Small shapes every implementation must pass (CPU interpreter and GPU alike)."""
+        raise NotImplementedError
+
+    @classmethod
+    def odd_cases(cls, dtype: str = "fp16") -> list[OpCase]:
+        """Awkward shapes (ragged, not a multiple of any tile) an implementation may refuse."""
+        return []
+
+    @classmethod
+    def sweep(cls, name: str) -> list[OpCase]:
+        """The cases of sweep `name` (`quick` or `full`) for this op."""
+        return []
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+
+_OPS: dict[str, type[OpCase]] = {}
+
+
+def register_op(cls: type[OpCase]) -> type[OpCase]:
+    """Class decorator: make `cls` the spec of op `cls.op`."""
+    if not getattr(cls, "op", None):
+        raise ValueError(f"{cls.__name__} has no op name")
+    known = _OPS.get(cls.op)
+    if known is not None and known.__qualname__ != cls.__qualname__:
+        raise ValueError(f"op {cls.op!r} is already specified by {known.__name__}")
+    _OPS[cls.op] = cls
+    return cls
+
+
+def _load_builtin_ops() -> None:
+    from roofbench.kernels import ops  # noqa: F401 - importing it registers every op spec
+
+
+def op_names() -> tuple[str, ...]:
+    """Every registered op, built-in ones first in their declared order."""
+    _load_builtin_ops()
+    return tuple(sorted(_OPS, key=lambda op: (_OPS[op].order, op)))
+
+
+def op_spec(op: str) -> type[OpCase]:
+    """The spec class of `op`; KeyError naming the known ops."""
+    _load_builtin_ops()
+    try:
+        return _OPS[op]
+    except KeyError:
+        raise KeyError(f"unknown op {op!r} (known: {', '.join(op_names())})") from None
+
+
+def make_case(op: str, **shape) -> OpCase:
+    """A case of `op` from its fields (shape, dtype, source); a bad size raises ValueError."""
+    return op_spec(op)(**shape)
+
+
+def relative_error(out: torch.Tensor, ref: torch.Tensor) -> tuple[float, float, float]:
+    """(||out - ref||_2 / ||ref||_2, max |out - ref|, max |ref|), in float64."""
+    diff = out.double() - ref
+    ref_norm = torch.linalg.vector_norm(ref).item()
+    rel = torch.linalg.vector_norm(diff).item() / ref_norm if ref_norm else math.inf
+    return rel, diff.abs().max().item(), ref.abs().max().item()

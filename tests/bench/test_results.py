@@ -1,0 +1,90 @@
+"""The committed results: real GPU runs, readable, complete and self-consistent.
+
+CI has no GPU; it checks what GPU runs wrote: every run folder reads back under the record
+schema, holds no failed row, names its GPU, versions and time, and each GPU's baseline compares
+with itself as unchanged.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from roofbench.bench.compare import compare, exit_code, load_results
+from roofbench.bench.core.records import read_records
+
+RESULTS = Path(__file__).resolve().parents[2] / "results"
+RUNS = sorted(p.parent for p in RESULTS.glob("*/*/records.csv"))
+BASELINES = sorted(RESULTS.glob("*/baseline.csv"))
+BENCH_JSON = sorted(RESULTS.glob("*/*/pytest-benchmark*.json"))
+
+
+def test_there_are_committed_runs_and_baselines():
+    assert RUNS, "no run folder under results/"
+    assert BASELINES, "no results/<gpu>/baseline.csv"
+    assert BENCH_JSON, "no pytest-benchmark JSON under results/"
+
+
+@pytest.mark.parametrize("folder", RUNS, ids=[str(p.relative_to(RESULTS)) for p in RUNS])
+def test_a_run_folder_is_complete_and_self_describing(folder):
+    meta = json.loads((folder / "run.json").read_text())
+    for key in ("gpu", "torch", "triton", "commit", "started", "datasheet_roof", "measured_roof"):
+        assert meta.get(key), f"run.json lacks {key}"
+    for name in ("summary.md", "roofline.png", "prefill_vs_decode.png"):
+        assert (folder / name).stat().st_size > 0
+    records = read_records(folder / "records.csv")
+    assert records
+    assert not [r.case for r in records if r.status == "failed"]
+    for record in records:
+        assert record.gpu == meta["gpu"] and record.torch and record.triton and record.timestamp
+        if record.status == "ok":
+            assert record.measured_s > 0 and record.predicted_s > 0
+            assert record.error == pytest.approx(record.measured_s / record.predicted_s - 1)
+        else:
+            assert record.reason, f"{record.case} {record.impl} is {record.status} with no reason"
+
+
+@pytest.mark.parametrize("path", BASELINES, ids=[p.parent.name for p in BASELINES])
+def test_a_baseline_compared_with_itself_is_unchanged(path):
+    records = load_results(path)
+    comparisons = compare(records, records)
+    assert comparisons and {c.verdict for c in comparisons} == {"same"}
+    assert exit_code(comparisons) == 0
+
+
+@pytest.mark.parametrize("path", BENCH_JSON, ids=[p.name for p in BENCH_JSON])
+def test_pytest_benchmark_json_holds_gpu_times_and_records(path):
+    data = json.loads(path.read_text())
+    assert data["machine_info"]["gpu"]["cuda_available"] is True
+    assert data["benchmarks"]
+    for bench in data["benchmarks"]:
+        record = bench["extra_info"]
+        assert record["status"] == "ok" and record["measured_s"] > 0
+        # The statistics pytest-benchmark saved are GPU times of the kernel: one round per GPU
+        # sample behind the record, so its median is the record's CUDA-event median, where a
+        # host launch time of a graph-replayed kernel would be a fraction of it.
+        assert bench["stats"]["rounds"] == record["samples"], bench["name"]
+        assert bench["stats"]["median"] == pytest.approx(record["measured_s"], rel=0.05)
+        # The redraw (a fresh batch right after) is a GPU time of the same kernel too.
+        assert 0.5 < record["redraw_ratio"] < 2, bench["name"]
+    assert len(load_results(path)) == len(data["benchmarks"])
+
+
+MODEL_RUNS = sorted(p.parent for p in RESULTS.glob("*/model-*/model_records.csv"))
+
+
+def test_there_are_committed_model_runs():
+    assert MODEL_RUNS, "no model run folder under results/"
+
+
+@pytest.mark.parametrize("folder", MODEL_RUNS, ids=[p.name for p in MODEL_RUNS])
+def test_a_model_run_is_complete_and_measured(folder):
+    meta = json.loads((folder / "run.json").read_text())
+    assert meta.get("gpu") and meta.get("torch") and meta.get("measured_roof")
+    assert (folder / "model_summary.md").stat().st_size > 0
+    records = read_records(folder / "model_records.csv")
+    measured = [r for r in records if r.status == "ok" and r.op in ("ttft", "tbt")]
+    assert measured, "no measured TTFT or TBT"
+    assert not [r.case for r in records if r.status == "failed"]
+    for record in measured:
+        assert record.measured_s > 0 and record.predicted_s > 0 and record.gpu == meta["gpu"]

@@ -1,0 +1,158 @@
+"""GEMM C = A @ W^T: the Triton kernel and the cuBLAS baseline against a float64 oracle.
+
+Small fp16/fp32 shapes run everywhere (under Triton's interpreter without a GPU); bf16 and
+realistic shapes run on the GPU only."""
+
+import math
+
+import pytest
+import torch
+
+from roofbench.kernels import gemm as gemm_module
+from roofbench.kernels._util import Tuner
+from roofbench.kernels.check import check
+from roofbench.kernels.gemm import gemm
+from roofbench.kernels.ops.gemm import GemmCase
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.mark.parametrize(
+    "m, n, k, dtype",
+    [
+        (3, 40, 70, "fp32"),  # M, N, K all ragged against the 16x16x16 tile
+        (33, 17, 64, "fp16"),  # K a multiple of the block (no K mask), N = 17
+        (1, 48, 16, "fp16"),  # one row, one K step
+    ],
+)
+@pytest.mark.parametrize("impl", ["triton", "torch"])
+def test_gemm_matches_float64(impl, m, n, k, dtype):
+    res = check(impl, GemmCase(m, n, k, dtype), DEVICE)
+    assert res.ok, res
+
+
+def test_gemm_returns_out_and_rejects_mismatched_k():
+    a = torch.randn(5, 32, dtype=torch.float16, device=DEVICE)
+    w = torch.randn(8, 32, dtype=torch.float16, device=DEVICE)
+    out = torch.full((5, 8), float("nan"), dtype=torch.float16, device=DEVICE)
+    assert gemm(a, w, out=out) is out
+    assert not out.isnan().any()
+    with pytest.raises(ValueError):
+        gemm(a, w[:, :16])
+
+
+def test_gemm_k_zero_gives_zeros():
+    a = torch.randn(4, 0, device=DEVICE)
+    w = torch.randn(6, 0, device=DEVICE)
+    assert gemm(a, w).eq(0).all()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    "m, n, k, dtype",
+    [
+        (4096, 4096, 4096, "bf16"),
+        (1000, 1000, 1000, "bf16"),  # nothing a multiple of the tile
+        (3, 14336, 4096, "bf16"),
+        (512, 1024, 4096, "fp16"),
+        (256, 256, 512, "fp32"),  # tf32 dots
+    ],
+)
+@pytest.mark.parametrize("impl", ["triton", "torch"])
+def test_gemm_gpu(impl, m, n, k, dtype):
+    res = check(impl, GemmCase(m, n, k, dtype), "cuda")
+    assert res.ok, res
+
+
+needs_descriptors = pytest.mark.skipif(
+    gemm_module.TensorDescriptor is None, reason="this Triton has no host tensor descriptors"
+)
+
+
+@needs_descriptors
+@pytest.mark.parametrize(
+    "m, n, k, config",
+    [
+        (3, 40, 72, {}),  # K not a multiple of BLOCK_K: the descriptor zero-fills past K
+        (40, 48, 200, {"SPLIT_K": 3}),  # K split, fp32 partials summed by a second pass
+        (33, 64, 64, {"SUBTILE": True, "BLOCK_N": 32}),  # epilogue in two halves
+        (200, 190, 32, {}),  # more tiles than programs: the persistent loop takes several
+        (70, 32, 48, {"PERSISTENT": False, "SPLIT_K": 2}),
+    ],
+)
+def test_gemm_descriptor_kernel(m, n, k, config):
+    def fn(a, w, out):
+        return gemm(a, w, out=out, config={"TMA": True, **config})
+
+    res = check(fn, GemmCase(m, n, k, "fp16"), DEVICE)
+    assert res.ok, res
+
+
+@pytest.mark.parametrize("m", [1, 32, 64, 128, 256, 512, 1024, 4096])
+@pytest.mark.parametrize("n, k", [(14336, 4096), (4096, 14336), (1024, 4096)])
+def test_candidates_are_few_and_fit_the_rows(m, n, k):
+    configs = gemm_module.candidates(m, n, k, 132)
+    assert 1 <= len(configs) <= 5
+    for cfg in configs:
+        assert cfg["BLOCK_M"] <= max(64, m)  # no 128-row tiles for a handful of tokens
+        if cfg["SPLIT_K"] > 1:
+            assert m <= 256
+            steps = k // cfg["BLOCK_K"] // cfg["SPLIT_K"]
+            assert steps >= 4
+
+
+def test_tuner_skips_failing_configs_and_caches():
+    times = {1: 3.0, 2: 1.0, 3: 2.0}
+    calls = []
+
+    def fake_time_s(fn):
+        fn()
+        return times[calls[-1]]
+
+    def launch(cfg):
+        calls.append(cfg["id"])
+        if cfg["id"] == 2:
+            raise RuntimeError("out of shared memory")
+
+    tuner = Tuner(time_s=fake_time_s)
+    made = []
+
+    def make():
+        made.append(1)
+        return [{"id": 1}, {"id": 2}, {"id": 3}]
+
+    assert tuner.pick("key", make, launch) == {"id": 3}
+    assert tuner.pick("key", make, launch) == {"id": 3}
+    assert len(made) == 1  # candidates are built and timed once per key
+    assert [t for _, t in tuner.timings["key"]] == [3.0, math.inf, 2.0]
+
+
+def _all_candidates() -> list[dict]:
+    seen = {}
+    for m, n, k in [(4096, 1000, 512), (512, 4096, 4096), (200, 1000, 4096), (32, 4096, 14336)]:
+        for cfg in gemm_module.candidates(m, n, k, 132):
+            seen.setdefault(tuple(sorted(cfg.items())), cfg)
+    return list(seen.values())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("index", range(8))
+def test_each_descriptor_candidate_on_gpu(index):
+    configs = _all_candidates()
+    if index >= len(configs):
+        pytest.skip("fewer candidates")
+
+    def fn(a, w, out):
+        return gemm(a, w, out=out, config={"TMA": True, **configs[index]})
+
+    res = check(fn, GemmCase(300, 1000, 512, "bf16"), "cuda")
+    assert res.ok, res
+
+
+@pytest.mark.gpu
+def test_gemm_pointer_kernel_bf16_on_gpu():
+    def fn(a, w, out):
+        return gemm(a, w, out=out, config={"TMA": False})
+
+    res = check(fn, GemmCase(300, 1000, 512, "bf16"), "cuda")
+    assert res.ok, res

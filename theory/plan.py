@@ -1,0 +1,75 @@
+"""A launch plan: the kernels an implementation launches for one case, as it declares them.
+
+An implementation says what it will do (from its own code: its grid arithmetic, tiles, splits),
+never what a timer saw. The tiered model charges one launch per kernel and the traffic of the
+partial results that pass between them (split-K partials, split-KV partial outputs), so those are
+the facts a plan carries. A vendor library's plan is not in our code; where one is recorded it
+says so in `source` ("observed": read from a profiler's kernel list, never from its timings).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class KernelLaunch:
+    """One kernel of a plan. `grid`: programs (CTAs) per grid dimension; `tile`: the block shape
+    one program computes (e.g. BLOCK_M, BLOCK_N, BLOCK_K); `splits`: how many programs share one
+    output tile's reduction (split-K, split-KV); `partial_bytes`: bytes of partial results this
+    kernel writes to HBM for a later kernel (or reads from an earlier one)."""
+
+    name: str
+    grid: tuple[int, ...] = ()
+    tile: tuple[int, ...] = ()
+    splits: int = 1
+    partial_bytes: float = 0.0
+
+    @property
+    def programs(self) -> int:
+        """Programs launched: the product of the grid (0 when the grid is not declared)."""
+        total = 1 if self.grid else 0
+        for g in self.grid:
+            total *= g
+        return total
+
+    def describe(self) -> str:
+        parts = [self.name]
+        if self.grid:
+            parts.append("grid " + "x".join(map(str, self.grid)))
+        if self.tile:
+            parts.append("tile " + "x".join(map(str, self.tile)))
+        if self.splits > 1:
+            parts.append(f"split {self.splits}")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """The kernels one call launches, in order; `source` is "declared" (the implementation's own
+    code) or "observed" (a profiler's kernel list)."""
+
+    kernels: tuple[KernelLaunch, ...]
+    source: str = "declared"
+    notes: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if not self.kernels:
+            raise ValueError("a launch plan has at least one kernel")
+        if self.source not in ("declared", "observed"):
+            raise ValueError(f"source must be declared or observed, got {self.source!r}")
+
+    @property
+    def launches(self) -> int:
+        return len(self.kernels)
+
+    @property
+    def partial_bytes(self) -> float:
+        """Bytes of partial results written and read back between the plan's kernels."""
+        return sum(k.partial_bytes for k in self.kernels)
+
+    def describe(self) -> str:
+        """One line for a record: e.g. `2 kernels: gemv grid 128x4x1 tile 4x512 split 4;
+        sum_splits grid 4`."""
+        noun = "kernel" if self.launches == 1 else "kernels"
+        return f"{self.launches} {noun}: " + "; ".join(k.describe() for k in self.kernels)
