@@ -99,7 +99,7 @@ def _add_plugin(p) -> None:
 
 def load_plugins(args) -> None:
     """Import every --plugin (an import error is one line and exit code 2)."""
-    from roofbench.kernels.registry import load_plugins as load
+    from roofbench.kernels.catalog import load_plugins as load
 
     load(args.plugin)
 
@@ -224,8 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def selected_ops_and_impls(args) -> tuple[tuple[str, ...], tuple[str, ...] | None]:
     """--ops and --impls checked against the registry (after the plugins are loaded)."""
-    from roofbench.kernels.registry import impl_names
-    from roofbench.kernels.spec import op_names
+    from roofbench.kernels.catalog import impl_names, op_names
 
     ops = pick(args.ops, op_names(), "--ops") if args.ops else op_names()
     impls = pick(args.impls, impl_names(ops), "--impls") if args.impls else None

@@ -5,8 +5,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from roofbench.kernels import registry
-from roofbench.kernels.spec import op_names, op_spec
+from roofbench.kernels import catalog
+from roofbench.kernels.catalog import op_names, op_spec
 
 
 def listing() -> dict:
@@ -16,7 +16,7 @@ def listing() -> dict:
     for op in op_names():
         spec = op_spec(op)
         impls = []
-        for impl in registry.impls(op):
+        for impl in catalog.impls(op):
             why = impl.unavailable()
             impls.append(
                 {
@@ -30,7 +30,7 @@ def listing() -> dict:
             )
         sweeps = {name: len(spec.sweep(name)) for name in ("quick", "full")}
         ops.append({"op": op, "spec": spec.__name__, "cases": sweeps, "impls": impls})
-    return {"ops": ops, "plugin_errors": list(registry.plugin_errors)}
+    return {"ops": ops, "plugin_errors": list(catalog.plugin_errors)}
 
 
 def render_listing(data: dict, console: Console) -> None:

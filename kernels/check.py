@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
-from roofbench.kernels.registry import Impl, Unsupported, get_impl
+from roofbench.kernels.catalog import get_impl
+from roofbench.kernels.registry import Impl, Unsupported
 from roofbench.kernels.spec import ELEMENT_FACTOR, OpCase, relative_error
 
 

@@ -3,9 +3,9 @@
 torch dispatches SDPA to one of several kernels (FlashAttention-2, cuDNN's fused attention,
 the memory-efficient kernel, a math fallback). `forced(backend, fn)` runs `fn` with only that
 backend allowed (`torch.nn.attention.sdpa_kernel`); when the backend refuses the inputs, torch
-raises "No available kernel" after warning why, and the wrapper turns that into
-`BackendRefused(<torch's reason>)`, an `Unsupported`: the record is skipped with the reason,
-not failed.
+raises "No available kernel" (on the CPU: "No viable backend") after warning why, and the
+wrapper turns that into `BackendRefused(<torch's reason>)`, an `Unsupported`: the record is
+skipped with the reason, not failed.
 """
 
 from __future__ import annotations
@@ -24,6 +24,10 @@ BACKENDS = {
     "cudnn": "CUDNN_ATTENTION",
     "efficient": "EFFICIENT_ATTENTION",
 }
+
+
+# What torch raises when the allowed backend cannot take the inputs (CUDA; CPU).
+REFUSALS = ("No available kernel", "No viable backend")
 
 
 class BackendRefused(Unsupported):
@@ -79,7 +83,7 @@ def forced(backend: str, fn: Callable) -> Callable:
             try:
                 return fn(*args, **kwargs)
             except RuntimeError as err:
-                if "No available kernel" not in str(err):
+                if not any(text in str(err) for text in REFUSALS):
                     raise
                 why = _reason(warned) or str(err).splitlines()[0]
                 raise BackendRefused(f"SDPA {backend} backend refused: {why}") from None

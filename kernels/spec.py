@@ -16,6 +16,7 @@ declares everything the suite needs to measure any implementation of the op:
 - `sweep(name)`: the cases of the `quick` and `full` sweeps.
 
 Adding an op: its cost in `theory/ops.py`, one file in `kernels/ops/`, and its kernel(s).
+`kernels.catalog` imports every op file and is where the suite looks ops up.
 """
 
 from __future__ import annotations
@@ -177,28 +178,9 @@ def register_op(cls: type[OpCase]) -> type[OpCase]:
     return cls
 
 
-def _load_builtin_ops() -> None:
-    from roofbench.kernels import ops  # noqa: F401 - importing it registers every op spec
-
-
-def op_names() -> tuple[str, ...]:
-    """Every registered op, built-in ones first in their declared order."""
-    _load_builtin_ops()
-    return tuple(sorted(_OPS, key=lambda op: (_OPS[op].order, op)))
-
-
-def op_spec(op: str) -> type[OpCase]:
-    """The spec class of `op`; KeyError naming the known ops."""
-    _load_builtin_ops()
-    try:
-        return _OPS[op]
-    except KeyError:
-        raise KeyError(f"unknown op {op!r} (known: {', '.join(op_names())})") from None
-
-
-def make_case(op: str, **shape) -> OpCase:
-    """A case of `op` from its fields (shape, dtype, source); a bad size raises ValueError."""
-    return op_spec(op)(**shape)
+def registered_ops() -> dict[str, type[OpCase]]:
+    """The op specs registered so far (the built-in ones once `kernels.catalog` is imported)."""
+    return dict(_OPS)
 
 
 def relative_error(out: torch.Tensor, ref: torch.Tensor) -> tuple[float, float, float]:

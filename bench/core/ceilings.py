@@ -22,7 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from roofbench.bench.core.telemetry import DeviceInfo, GpmResult, Telemetry, TelemetrySummary
+from roofbench.bench.core.nvml_facts import DeviceInfo, TelemetrySummary
+from roofbench.bench.core.telemetry import GpmResult, Telemetry
 from roofbench.bench.core.timing import StopRule, TimingStats, time_gpu
 from roofbench.theory import ops
 from roofbench.theory.roofline import Roof

@@ -28,7 +28,8 @@ from roofbench.bench.core.timing import (
     warm_up,
 )
 from roofbench.kernels import check as gate
-from roofbench.kernels.registry import Impl, get_impl
+from roofbench.kernels.catalog import get_impl
+from roofbench.kernels.registry import Impl
 from roofbench.kernels.spec import OpCase
 from roofbench.theory.ops import OpCost
 from roofbench.theory.roofline import Roof
@@ -130,7 +131,10 @@ def fill_telemetry(record: Record, summary, gpm) -> Record:
 
 
 def fits(case: OpCase, device: torch.device) -> str | None:
-    """None when the case should fit in free memory, else why not."""
+    """None when the case should fit in the device's free memory, else why not (host memory is
+    not checked: the CPU runs only the small cases of tests)."""
+    if torch.device(device).type != "cuda":
+        return None
     free_bytes, _ = torch.cuda.mem_get_info(device)
     need = case.cost().bytes_
     if need > FIT_FRACTION * free_bytes:

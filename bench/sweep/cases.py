@@ -7,7 +7,8 @@ case is measured for each registered implementation of its op that the run asks 
 
 from __future__ import annotations
 
-from roofbench.kernels.spec import OpCase, make_case, op_names, op_spec
+from roofbench.kernels.catalog import make_case, op_names, op_spec
+from roofbench.kernels.spec import OpCase
 
 SWEEPS = ("quick", "full")
 Case = OpCase  # the sweep's name for a case of any op

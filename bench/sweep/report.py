@@ -15,8 +15,8 @@ from datetime import datetime
 
 import numpy as np
 
+from roofbench.bench.core.nvml_facts import THROTTLE_REASONS, decode_reasons
 from roofbench.bench.core.records import Record
-from roofbench.bench.core.telemetry import THROTTLE_REASONS, decode_reasons
 from roofbench.bench.core.text import NONE, fmt, markdown_table, median, pct, quantile
 from roofbench.theory import ops
 from roofbench.theory.analysis import RIDGE_TIME_FACTOR, measured_ridge_m, predicted_ridge_m
@@ -189,14 +189,14 @@ def baseline_names(
 ) -> dict[str, str]:
     """The baseline implementation of each op in `records`: as the run recorded it
     (`baselines`), else as the registry declares it, else `torch`."""
-    from roofbench.kernels import registry
+    from roofbench.kernels import catalog
 
     names = {}
     for op in {r.op for r in records if r.op not in CEILING_OPS}:
         name = (baselines or {}).get(op)
         if name is None:
             try:
-                found = registry.baseline(op)
+                found = catalog.baseline(op)
             except KeyError:  # an op this installation does not know (a plugin's)
                 found = None
             name = found.name if found else DEFAULT_BASELINE

@@ -18,7 +18,7 @@ from rich.console import Console
 from roofbench.bench.core.identity import roof_dict, roof_from, utc_now, versions, write_meta
 from roofbench.bench.core.records import RecordWriter, progress_line, read_records
 from roofbench.bench.sweep import plot, report
-from roofbench.kernels import registry
+from roofbench.kernels import catalog, registry
 from roofbench.kernels.spec import OpCase
 from roofbench.theory.hardware import GpuSpec
 from roofbench.theory.roofline import Roof
@@ -40,7 +40,7 @@ def tasks(cases: list[OpCase], impls: tuple[str, ...] | None) -> list[tuple[OpCa
     return [
         (case, impl.name)
         for case in cases
-        for impl in registry.impls(case.op)
+        for impl in catalog.impls(case.op)
         if impls is None or impl.name in impls
     ]
 
@@ -49,9 +49,9 @@ def run_identity(cases: list[OpCase], impls: tuple[str, ...] | None) -> dict:
     """What run.json records about the implementations: each op's baseline, the names timed and
     the plugins they came from."""
     ops = sorted({c.op for c in cases}, key=lambda op: [c.op for c in cases].index(op))
-    chosen = [registry.get_impl(c.op, name) for c, name in tasks(cases, impls)]
+    chosen = [catalog.get_impl(c.op, name) for c, name in tasks(cases, impls)]
     return {
-        "baselines": {op: b.name for op in ops if (b := registry.baseline(op)) is not None},
+        "baselines": {op: b.name for op in ops if (b := catalog.baseline(op)) is not None},
         "impls": {op: sorted({i.name for i in chosen if i.op == op}) for op in ops},
         "plugins": sorted({i.origin for i in chosen if i.origin != registry.BUILTIN}),
     }

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from roofbench.kernels.attention import attention
+from roofbench.kernels.catalog import op_names
 from roofbench.kernels.check import check
 from roofbench.kernels.decode_attention import decode_attention
 from roofbench.kernels.gemm import gemm, gemm_reference
@@ -14,7 +15,7 @@ from roofbench.kernels.ops.decode_attention import DecodeAttentionCase
 from roofbench.kernels.ops.gemm import GemmCase
 from roofbench.kernels.ops.gemv import GemvCase
 from roofbench.kernels.ops.prefill_attention import PrefillAttentionCase as AttentionCase
-from roofbench.kernels.spec import TOLERANCE, dtype_name, op_names
+from roofbench.kernels.spec import TOLERANCE, dtype_name
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 BLOCK_K = 16  # the GEMM's K step under the interpreter (and a divisor of every GPU one)

@@ -5,8 +5,7 @@ import pytest
 from roofbench.bench.core.gpu_clock import GpuClock
 from roofbench.bench.core.measure import RunContext, base_record, fill_plan, fill_timing
 from roofbench.bench.core.timing import TimingStats, warm_up
-from roofbench.kernels.registry import get_impl
-from roofbench.kernels.spec import make_case
+from roofbench.kernels.catalog import get_impl, make_case
 from roofbench.theory import ops
 from roofbench.theory.roofline import Roof
 
@@ -102,3 +101,40 @@ def test_gpu_clock_advances_only_by_what_it_is_given():
     assert clock() - start == pytest.approx(5e-5)
     with pytest.raises(ValueError):
         clock.advance(-1e-6)
+
+
+def test_a_wrong_registered_implementation_is_failed_and_never_timed(monkeypatch):
+    """The gate runs before any timer exists: a wrong kernel's record is `failed`, untimed."""
+    from pathlib import Path
+
+    from roofbench.bench.core import measure
+    from roofbench.kernels.catalog import load_plugin
+    from roofbench.kernels.registry import unregister
+
+    plugin = Path(__file__).resolve().parents[2] / "plugins" / "wrong_decode.py"
+    (wrong,) = load_plugin(str(plugin))
+    timers = []
+    monkeypatch.setattr(measure, "choose_timer", lambda *a, **k: timers.append(a))
+    try:
+        case = make_case("decode_attention", batch=2, seq=96, heads=8, kv_heads=2, head_dim=64,
+                         dtype="fp32")  # fmt: skip
+        record = measure.measure(case, wrong, CTX, "cpu")
+        assert record.status == "failed" and record.reason.startswith("gate: relative error")
+        assert record.measured_s is None and record.samples is None and timers == []
+        assert record.impl == "wrong" and record.rel_err > 1e-2
+    finally:
+        unregister("decode_attention", "wrong")
+
+
+def test_a_refused_case_is_skipped_with_the_reason_before_the_gate():
+    case = make_case("prefill_attention", batch=1, seq=32, heads=2, kv_heads=1, head_dim=96,
+                     dtype="fp32")  # fmt: skip
+    record = measure_on_cpu(case, "triton")
+    assert record.status == "skipped" and "not a power of two" in record.reason
+    assert record.max_abs_err is None  # the gate never ran
+
+
+def measure_on_cpu(case, impl):
+    from roofbench.bench.core import measure
+
+    return measure.measure(case, impl, CTX, "cpu")

@@ -9,8 +9,10 @@ from types import SimpleNamespace
 
 import pytest
 
+from roofbench.bench.core import nvml_facts as facts
 from roofbench.bench.core import telemetry as tm
-from roofbench.bench.core.telemetry import Sample, Telemetry, decode_reasons, dram_gbps, summarize
+from roofbench.bench.core.nvml_facts import Sample, decode_reasons, dram_gbps, summarize
+from roofbench.bench.core.telemetry import Telemetry
 
 
 class FakeNVMLError(Exception):
@@ -305,9 +307,9 @@ def test_gpm_sampling_error_gives_reason(use_nvml):
 
 
 def test_reason_names_cover_the_documented_bits():
-    names = [name for name, _, _ in tm.REASON_BITS]
-    assert len(set(bit for _, _, bit in tm.REASON_BITS)) == len(names) == 9
-    assert set(names) >= tm.THROTTLE_REASONS
+    names = [name for name, _, _ in facts.REASON_BITS]
+    assert len(set(bit for _, _, bit in facts.REASON_BITS)) == len(names) == 9
+    assert set(names) >= facts.THROTTLE_REASONS
 
 
 @pytest.mark.gpu

@@ -8,18 +8,20 @@ import random
 import pytest
 import torch
 
-from roofbench.bench.core import timing
-from roofbench.bench.core.timing import (
+from roofbench.bench.core import sampling, timing
+from roofbench.bench.core.sampling import (
     StopRule,
     TimingStats,
     args_nbytes,
     build_arg_sets,
-    cold_l2_replay_s,
     graph_calls,
     percentile,
     relative_spread,
     sample_until_stable,
     stream_escaped,
+)
+from roofbench.bench.core.timing import (
+    cold_l2_replay_s,
     time_gpu,
 )
 
@@ -201,7 +203,7 @@ def test_graph_calls_fill_target_in_whole_rotations():
 
 def test_rotating_call_cycles_through_sets():
     seen = []
-    call = timing._rotating(lambda x: seen.append(x), [(0,), (1,), (2,)])
+    call = sampling.rotating(lambda x: seen.append(x), [(0,), (1,), (2,)])
     for _ in range(7):
         call()
     assert seen == [0, 1, 2, 0, 1, 2, 0]

@@ -324,7 +324,7 @@ def test_bad_arguments_are_refused(tmp_path):
 
 class _FakeWindow:
     def summary(self):
-        from roofbench.bench.core.telemetry import TelemetrySummary
+        from roofbench.bench.core.nvml_facts import TelemetrySummary
 
         return TelemetrySummary(missing="fake")
 
@@ -333,7 +333,7 @@ class _FakeTelemetry:
     def __init__(self, index=0):
         from contextlib import contextmanager
 
-        from roofbench.bench.core.telemetry import DeviceInfo
+        from roofbench.bench.core.nvml_facts import DeviceInfo
 
         self.info = lambda: DeviceInfo(name="Fake GPU", driver_version="0")
         self.window = contextmanager(lambda: iter([_FakeWindow()]))
