@@ -11,8 +11,9 @@ declares everything the suite needs to measure any implementation of the op:
 - `call(fn, inputs, out)`: how an implementation is called (its signature is the op's contract);
 - `exact(inputs)`: the float64 oracle; `tolerance`: the relative error allowed for the dtype;
 - `gate_case()`: the shape the correctness gate runs when the case is too big for the oracle;
-- `small_cases()`: shapes every implementation must run (the conformance gate); `odd_cases()`:
-  awkward shapes an implementation may refuse through its `supports` (never silently mis-run);
+- `small_cases()`: small shapes for the conformance gate (an implementation passes them or
+  refuses with a reason, and passes at least one); `odd_cases()`: awkward shapes (ragged, off
+  every tile) that it may refuse likewise, but never silently mis-run;
 - `sweep(name)`: the cases of the `quick` and `full` sweeps.
 
 Adding an op: its cost in `theory/ops.py`, one file in `kernels/ops/`, and its kernel(s).
@@ -146,7 +147,7 @@ class OpCase:
 
     @classmethod
     def small_cases(cls, dtype: str = "fp16") -> list[OpCase]:
-        """Small shapes every implementation must pass (CPU interpreter and GPU alike)."""
+        """Small shapes for the conformance gate (CPU interpreter and GPU alike)."""
         raise NotImplementedError
 
     @classmethod
