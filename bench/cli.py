@@ -53,6 +53,12 @@ def _add_predict(sub) -> None:
         "--no-causal", action="store_true", help="count the full N^2 attention, not the causal part"
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--calibration",
+        metavar="FILE",
+        help="predict on this GPU's calibrated roofs (`roofbench calibrate --out`) and print "
+        "the tiers",
+    )
 
 
 def positive_float(text: str) -> float:
@@ -132,6 +138,15 @@ def _add_run(sub) -> None:
     )
     p.add_argument("--no-gpm", action="store_true", help="skip the 100 ms GPM window per case")
     p.add_argument("--resume", metavar="RUN_DIR", help="finish a run folder a killed run left")
+    p.add_argument(
+        "--calibration",
+        metavar="FILE",
+        help="calibration of this GPU (`roofbench calibrate --out`); default: the cached one "
+        "if under a day old, else calibrate first",
+    )
+    p.add_argument(
+        "--no-calibration", action="store_true", help="no tiered model: the roofline only"
+    )
 
 
 def _add_compare(sub) -> None:
@@ -201,6 +216,17 @@ def _add_report(sub) -> None:
     p.add_argument("run_dir")
 
 
+def _add_calibrate(sub) -> None:
+    p = sub.add_parser(
+        "calibrate",
+        help="measure this GPU's ceilings and fixed costs for the tiered model",
+        description="Read, write and copy roofs, burst and sustained matmul peak, launch "
+        "floors, DRAM round trip, exp2 and FMA throughput, dirty-L2 write-back.",
+    )
+    p.add_argument("--out", metavar="FILE", help="also write the calibration here")
+    p.add_argument("--no-cache", action="store_true", help="measure even if a fresh one is cached")
+
+
 def _add_list(sub) -> None:
     p = sub.add_parser(
         "list",
@@ -219,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(sub)
     _add_report(sub)
     _add_list(sub)
+    _add_calibrate(sub)
     return parser
 
 
@@ -249,6 +276,7 @@ def _run(args, console: Console) -> int:
         time_cap_s=args.time_cap,
         resume=args.resume,
         gpm=not args.no_gpm,
+        calibration=False if args.no_calibration else args.calibration,
     )
     console.print(f"wrote {folder}")
     print(folder)
@@ -318,6 +346,25 @@ def _report(args, console: Console) -> int:
     return 0
 
 
+def _calibrate(args, console: Console) -> int:
+    import json
+
+    import torch
+
+    from roofbench.bench.core.calibrate import load_or_calibrate
+    from roofbench.bench.core.telemetry import Telemetry
+
+    if not torch.cuda.is_available():
+        raise ValueError("calibrating needs a CUDA GPU; torch sees none")
+    with Telemetry(torch.cuda.current_device()) as telemetry:
+        doc = load_or_calibrate(None, telemetry, console, use_cache=not args.no_cache)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(doc, indent=2, default=str))
+        console.print(f"wrote {args.out}")
+    return 0 if doc.get("calibration") else 1
+
+
 def _list(args, console: Console) -> int:
     from roofbench.bench.listing import listing, render_listing
 
@@ -346,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
             "model": _model,
             "report": _report,
             "list": _list,
+            "calibrate": _calibrate,
         }
         return commands[args.command](args, console)
     except (ValueError, KeyError) as err:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from roofbench.theory.hardware import GpuSpec
 from roofbench.theory.llm import InferencePrediction, Phase, load_model, predict
+from roofbench.theory.ops import OpCost
 from roofbench.theory.roofline import Roof
 
 
@@ -112,6 +114,16 @@ def run_predict(args, console: Console) -> int:
     model = load_model(args.model)
     gpu = resolve_gpu(args.gpu)
     roof = Roof.from_spec(gpu, args.dtype)
+    cal = None
+    if getattr(args, "calibration", None):
+        from roofbench.bench.core.calibrate import calibration_of
+
+        path = Path(args.calibration)
+        if not path.is_file():
+            raise ValueError(f"--calibration {path}: no such file")
+        cal = calibration_of(json.loads(path.read_text()))
+        # A whole phase mostly reads (weights, KV cache): the read roof is its bandwidth.
+        roof = Roof(cal.matmul_burst_flops, cal.read_bytes_per_s, cal.launch_s, cal.source)
     prediction = predict(
         model,
         roof,
@@ -123,8 +135,36 @@ def run_predict(args, console: Console) -> int:
         causal=not args.no_causal,
     )
     data = prediction_dict(prediction, gpu, roof)
+    if cal is not None:
+        data["tiers"] = phase_tiers(prediction, cal, Roof.from_spec(gpu, args.dtype))
     if args.json:
         print(json.dumps(data, indent=2))
     else:
         render(data, console)
+        if cal is not None:
+            render_tiers(data["tiers"], console)
     return 0
+
+
+def phase_tiers(prediction: InferencePrediction, cal, datasheet: Roof) -> dict:
+    """Each phase as one kernel of its cost on the calibrated tiers (graph-replayed: a serving
+    step is captured); launches and per-kernel fixed costs of a real step are not in it."""
+    from roofbench.theory import tiers
+
+    out = {}
+    for name, phase in (("prefill", prediction.prefill), ("decode", prediction.decode)):
+        cost = OpCost(phase.flops, phase.bytes_)
+        out[name] = tiers.predict(tiers.Work(cost), cal, datasheet, "graph").tiers
+    return out
+
+
+def render_tiers(data: dict, console: Console) -> None:
+    from roofbench.theory.tiers import TIERS
+
+    table = Table(title="tiers (one kernel per phase, calibrated)")
+    table.add_column("phase")
+    for tier in TIERS:
+        table.add_column(tier, justify="right")
+    for phase, by_tier in data.items():
+        table.add_row(phase, *(_seconds(by_tier[t]) for t in TIERS))
+    console.print(table)

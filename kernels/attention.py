@@ -26,6 +26,8 @@ import torch
 import triton
 import triton.language as tl
 
+from roofbench.theory.plan import KernelLaunch, LaunchPlan
+
 from ._util import check_float, is_interpreter, output
 
 LOG2E = 1.4426950408889634
@@ -167,6 +169,35 @@ def _attn_fwd_kernel(
     o = acc / l_i[:, None]
     o_ptrs = o_ptr + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_os + offs_d[None, :]
     tl.store(o_ptrs, o.to(o_ptr.dtype.element_ty), mask=offs_m[:, None] < seq_len)
+
+
+def _tuned_blocks(seq: int, head_dim: int, causal: bool) -> tuple[int, int] | None:
+    """(BLOCK_M, BLOCK_N) triton.autotune picked for this shape, once it has run it."""
+    configs = getattr(_attn_fwd_kernel, "configs", [])
+    if len(configs) == 1:  # nothing to tune (the interpreter's one configuration)
+        return configs[0].kwargs["BLOCK_M"], configs[0].kwargs["BLOCK_N"]
+    for key, cfg in getattr(_attn_fwd_kernel, "cache", {}).items():
+        if tuple(key[:3]) == (seq, head_dim, bool(causal)):
+            return cfg.kwargs["BLOCK_M"], cfg.kwargs["BLOCK_N"]
+    return None
+
+
+def launch_plan(batch: int, heads: int, seq: int, head_dim: int, causal: bool) -> LaunchPlan:
+    """One kernel on a (B * Hq, S / BLOCK_M) grid with the tile autotune picked (undeclared
+    before it has run), the exponent in series with the products (no warp specialisation), and
+    the FP32 work per score counted from `_attn_blocks`: the row max (1), the scaled subtract
+    as one FMA (1), the row sum (1), the cast of P for the second product (0.5: two per
+    instruction), and the rescale of the accumulator, HEAD_DIM multiplies per row per BLOCK_N
+    keys (HEAD_DIM / BLOCK_N per score)."""
+    blocks = _tuned_blocks(seq, head_dim, causal)
+    if blocks is None:
+        return LaunchPlan((KernelLaunch("attn_fwd"),), notes=("tile not tuned yet",))
+    bm, bn = blocks
+    grid = (batch * heads, triton.cdiv(seq, bm))
+    return LaunchPlan(
+        (KernelLaunch("attn_fwd", grid, (bm, bn, head_dim)),),
+        alu_ops_per_score=3.5 + head_dim / bn,
+    )
 
 
 def _check_shapes(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:

@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 import torch
 
 from roofbench.theory.ops import OpCost
+from roofbench.theory.tiers import Work
 
 # Relative error allowed per dtype, from the arithmetic each dtype implies (the oracle sees the
 # same rounded inputs, so input rounding does not count; accumulation is always fp32):
@@ -101,6 +102,11 @@ class OpCase:
 
     def cost(self) -> OpCost:
         raise NotImplementedError
+
+    def work(self) -> Work:
+        """What the tiered model needs of the case: its cost and its shape family (default: a
+        stream of bytes and flops, no tiles)."""
+        return Work(self.cost())
 
     def shape_fields(self) -> dict[str, int | None]:
         """The record columns this op fills (a subset of batch, seq, m, n, k, heads, kv_heads,

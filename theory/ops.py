@@ -38,10 +38,16 @@ def dtype_bytes(dtype: str) -> int:
 
 @dataclass(frozen=True)
 class OpCost:
-    """Work of one op: floating-point operations and compulsory bytes of HBM traffic."""
+    """Work of one op: floating-point operations and compulsory bytes of HBM traffic, of which
+    `bytes_written` are the outputs (the rest is read)."""
 
     flops: float
     bytes_: float
+    bytes_written: float = 0.0
+
+    @property
+    def bytes_read(self) -> float:
+        return self.bytes_ - self.bytes_written
 
     @property
     def intensity(self) -> float:
@@ -49,10 +55,14 @@ class OpCost:
         return self.flops / self.bytes_ if self.bytes_ else float("inf")
 
     def __add__(self, other: OpCost) -> OpCost:
-        return OpCost(self.flops + other.flops, self.bytes_ + other.bytes_)
+        return OpCost(
+            self.flops + other.flops,
+            self.bytes_ + other.bytes_,
+            self.bytes_written + other.bytes_written,
+        )
 
     def __mul__(self, times: float) -> OpCost:
-        return OpCost(self.flops * times, self.bytes_ * times)
+        return OpCost(self.flops * times, self.bytes_ * times, self.bytes_written * times)
 
     __rmul__ = __mul__
 
@@ -76,7 +86,7 @@ def gemm(m: int, n: int, k: int, dtype: str = "bf16") -> OpCost:
     """
     _positive(m=m, n=n, k=k)
     size = dtype_bytes(dtype)
-    return OpCost(2.0 * m * n * k, float(m * k + n * k + m * n) * size)
+    return OpCost(2.0 * m * n * k, float(m * k + n * k + m * n) * size, float(m * n * size))
 
 
 def gemv(n: int, k: int, m: int = 1, dtype: str = "bf16") -> OpCost:
@@ -122,7 +132,8 @@ def prefill_attention(
     pairs = causal_pairs(seq, seq) if causal else seq * seq
     flops = 4.0 * batch * heads * pairs * head_dim
     elements = 2 * batch * heads * seq * head_dim + 2 * batch * kv_heads * seq * head_dim
-    return OpCost(flops, float(elements) * dtype_bytes(dtype))
+    written = float(batch * heads * seq * head_dim * dtype_bytes(dtype))  # O
+    return OpCost(flops, float(elements) * dtype_bytes(dtype), written)
 
 
 def decode_attention(
@@ -149,17 +160,24 @@ def decode_attention(
     tokens = sum(lengths)
     flops = 4.0 * heads * head_dim * tokens
     elements = 2 * kv_heads * head_dim * tokens + 2 * batch * heads * head_dim
-    return OpCost(flops, float(elements) * dtype_bytes(dtype))
+    written = float(batch * heads * head_dim * dtype_bytes(dtype))  # o
+    return OpCost(flops, float(elements) * dtype_bytes(dtype), written)
 
 
 def read(nbytes: float, element_bytes: int = 4) -> OpCost:
     """A reduction over `nbytes` (a sum): one add per element, every byte read once, and a
     single element written."""
     _positive(nbytes=nbytes)
-    return OpCost(nbytes / element_bytes, float(nbytes + element_bytes))
+    return OpCost(nbytes / element_bytes, float(nbytes + element_bytes), float(element_bytes))
 
 
 def copy(nbytes: float) -> OpCost:
     """A device-to-device copy of `nbytes`: no FLOPs, every byte read once and written once."""
     _positive(nbytes=nbytes)
-    return OpCost(0.0, 2.0 * nbytes)
+    return OpCost(0.0, 2.0 * nbytes, float(nbytes))
+
+
+def fill(nbytes: float) -> OpCost:
+    """A write of `nbytes` (a fill): no FLOPs, every byte written once, none read."""
+    _positive(nbytes=nbytes)
+    return OpCost(0.0, float(nbytes), float(nbytes))

@@ -52,6 +52,11 @@ class LaunchPlan:
     kernels: tuple[KernelLaunch, ...]
     source: str = "declared"
     notes: tuple[str, ...] = field(default=())
+    # Attention kernels: whether the softmax exponent overlaps the matrix products (ping-pong
+    # warpgroups), and the FP32 ALU operations per score besides the exp2 (scale, max, subtract,
+    # sum, convert), counted from the kernel's code.
+    exp_overlapped: bool = False
+    alu_ops_per_score: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.kernels:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from roofbench.bench.core.attribution import fill_tiers
 from roofbench.bench.core.records import Record
 from roofbench.bench.core.telemetry import Telemetry
 from roofbench.bench.core.timing import (
@@ -33,6 +34,7 @@ from roofbench.kernels.registry import Impl
 from roofbench.kernels.spec import OpCase
 from roofbench.theory.ops import OpCost
 from roofbench.theory.roofline import Roof
+from roofbench.theory.tiers import Calibration
 
 # A case whose compulsory bytes exceed this fraction of free memory is skipped up front: the
 # reference implementations need workspace beside the inputs.
@@ -54,6 +56,7 @@ class RunContext:
     rule: StopRule
     identity: dict  # gpu, driver, torch, triton, commit, timestamp, sweep
     gpm: bool = True
+    calibration: Calibration | None = None  # the tiered model's constants, when calibrated
 
 
 def cost_record(
@@ -190,13 +193,20 @@ def prepare(
     return Prepared(record, call, make_args, small != case, impl, case)
 
 
+def declared_plan(impl: Impl, case: OpCase):
+    """(the plan the implementation declares for the case, or None; the error it raised)."""
+    try:
+        return impl.launch_plan(case), ""
+    except Exception as err:  # noqa: BLE001 - a broken plan must not lose the measurement
+        return None, f"plan raised {type(err).__name__}: {err}"
+
+
 def fill_plan(record: Record, impl: Impl, case: OpCase) -> Record:
     """The launch plan the implementation declares for the case (after timing, so a tuned
     configuration is the one it picked)."""
-    try:
-        plan = impl.launch_plan(case)
-    except Exception as err:  # noqa: BLE001 - a broken plan must not lose the measurement
-        return dataclasses.replace(record, plan=f"plan raised {type(err).__name__}: {err}")
+    plan, error = declared_plan(impl, case)
+    if error:
+        return dataclasses.replace(record, plan=error)
     if plan is None:
         return record
     return dataclasses.replace(
@@ -258,6 +268,10 @@ def time_case(prepared: Prepared, ctx: RunContext) -> Timed:
     record = fill_timing(prepared.record, stats, ctx.measured_roof)
     record = fill_telemetry(record, window.summary(), gpm)
     record = fill_plan(record, prepared.impl, prepared.case)
+    if ctx.calibration is not None and math.isfinite(record.measured_s or math.nan):
+        plan, _ = declared_plan(prepared.impl, prepared.case)
+        work = prepared.case.work()
+        record = fill_tiers(record, work, plan, ctx.calibration, ctx.datasheet_roof)
     notes = [record.reason, note, "gate on a reduced shape" if prepared.reduced_gate else ""]
     record = dataclasses.replace(record, reason="; ".join(n for n in notes if n))
     if not math.isfinite(record.measured_s) or record.measured_s <= 0:

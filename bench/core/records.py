@@ -72,6 +72,26 @@ class Record:
     partial_bytes: float | None = None  # bytes of partial results passed between them
     plan: str = ""  # e.g. "2 kernels: gemv grid 128x4x1 tile 4x512x... split 4; sum_splits ..."
     plan_source: str = ""  # declared | observed
+    # The tiered model (theory.tiers), where the run was calibrated: the prediction at each
+    # tier; the top tier's seconds by term; measured - predicted; the error of the measured-roof
+    # roofline that `error` meant before the tiers; whether the time beat the T1 roof by > 2%.
+    predicted_t0_s: float | None = None
+    predicted_t1_s: float | None = None
+    predicted_t2_s: float | None = None
+    predicted_t3_s: float | None = None
+    predicted_t4_s: float | None = None
+    predicted_t5_s: float | None = None
+    predicted_t6_s: float | None = None
+    time_launch_s: float | None = None
+    time_fixed_s: float | None = None
+    time_writeback_s: float | None = None
+    time_memory_s: float | None = None
+    time_compute_s: float | None = None
+    time_exp_s: float | None = None
+    time_alu_s: float | None = None
+    residual_s: float | None = None
+    error_roofline: float | None = None
+    roof_violation: bool | None = None
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -81,7 +101,17 @@ class Record:
 COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Record))
 # Columns appended after the first committed runs: a file without them still reads (they take
 # their defaults), so older results keep loading and comparing.
-APPENDED = ("launches", "partial_bytes", "plan", "plan_source")
+APPENDED = (
+    "launches",
+    "partial_bytes",
+    "plan",
+    "plan_source",
+    *(f"predicted_t{i}_s" for i in range(7)),
+    *(f"time_{t}_s" for t in ("launch", "fixed", "writeback", "memory", "compute", "exp", "alu")),
+    "residual_s",
+    "error_roofline",
+    "roof_violation",
+)
 _TYPES = {f.name: f.type for f in fields(Record)}
 
 

@@ -39,7 +39,13 @@ IMPL_MARKERS = {
 # Solid lines for this project's kernels and a user's; dashed for the vendor libraries.
 VENDOR_PREFIXES = ("torch", "sdpa_")
 OTHER_COLOR, OTHER_MARKER = "tab:purple", "D"
-ROOF_STYLES = {"datasheet": ":", "measured": "-"}
+ROOF_STYLES = {
+    "datasheet": {"ls": ":", "color": "k"},
+    "measured": {"ls": "-", "color": "k"},
+    "read (burst)": {"ls": "-", "color": "tab:blue"},
+    "copy (burst)": {"ls": "--", "color": "tab:blue"},
+    "read (sustained)": {"ls": "-.", "color": "tab:red"},
+}
 
 
 def _time_s(record: Record, predicted: bool) -> float | None:
@@ -122,12 +128,15 @@ def _intensity_range(intensities: Sequence[float], roofs: Sequence[Roof]) -> tup
 
 
 def roofline_figure(
-    records: Sequence[Record], datasheet_roof: Roof | None, measured_roof: Roof | None
+    records: Sequence[Record],
+    datasheet_roof: Roof | None,
+    measured_roof: Roof | None,
+    extra_roofs: dict[str, Roof] | None = None,
 ) -> Figure:
-    """Log-log intensity vs TFLOP/s: both roofs as lines and one point per record."""
+    """Log-log intensity vs TFLOP/s: the roofs as lines and one point per record."""
     points, predicted = plotted(records)
     points = [r for r in points if (r.intensity or 0) > 0 and tflops(r, predicted)]
-    roofs = {"datasheet": datasheet_roof, "measured": measured_roof}
+    roofs = {"datasheet": datasheet_roof, "measured": measured_roof, **(extra_roofs or {})}
     roofs = {name: roof for name, roof in roofs.items() if roof is not None}
 
     fig = Figure(figsize=(8, 6))
@@ -140,7 +149,8 @@ def roofline_figure(
             f"{name} roof: {roof.peak_flops / 1e12:.0f} TFLOP/s, "
             f"{roof.bandwidth_bytes_per_s / 1e9:.0f} GB/s, ridge {roof.ridge:.0f}"
         )
-        ax.plot(grid, ceiling_tflops, ls=ROOF_STYLES[name], color="k", lw=1.2, label=label)
+        style = ROOF_STYLES.get(name, {"ls": ":", "color": "tab:gray"})
+        ax.plot(grid, ceiling_tflops, lw=1.2, label=label, **style)
     for r in points:
         style = _style(r)
         face = "none" if predicted else style["color"]
@@ -173,9 +183,10 @@ def roofline_plot(
     datasheet_roof: Roof | None,
     measured_roof: Roof | None,
     path: str | os.PathLike,
+    extra_roofs: dict[str, Roof] | None = None,
 ) -> Path:
     """Write the roofline figure as a PNG at `path`; returns the path."""
-    return _save(roofline_figure(records, datasheet_roof, measured_roof), path)
+    return _save(roofline_figure(records, datasheet_roof, measured_roof, extra_roofs), path)
 
 
 # ----------------------------------------------------------------------------- prefill vs decode

@@ -18,6 +18,7 @@ import numpy as np
 from roofbench.bench.core.nvml_facts import THROTTLE_REASONS, decode_reasons
 from roofbench.bench.core.records import Record
 from roofbench.bench.core.text import NONE, fmt, markdown_table, median, pct, quantile
+from roofbench.bench.sweep import tiers_report
 from roofbench.theory import ops
 from roofbench.theory.analysis import RIDGE_TIME_FACTOR, measured_ridge_m, predicted_ridge_m
 from roofbench.theory.roofline import Roof
@@ -174,11 +175,13 @@ def _accuracy_section(records: Sequence[Record]) -> list[str]:
                 fmt(median(r.achieved_gbps for r in timed), ".0f"),
             ]
         )
-    lines = ["## Measured vs predicted (measured roof)", ""]
+    lines = ["## Measured vs predicted", ""]
     if not rows:
         return lines + ["No kernel records."]
     lines += [
-        "error = measured / predicted - 1; roof fraction = roofline time / measured time.",
+        "error = measured / predicted - 1, against the top tier of the tiered model where the "
+        "run was calibrated (else the measured roof's roofline); roof fraction = roofline time "
+        "/ measured time.",
         "",
     ]
     return lines + markdown_table(headers, rows)
@@ -411,12 +414,14 @@ def summarize(
     ceilings: Mapping | object | None = None,
     note: str = "",
     baselines: Mapping[str, str] | None = None,
+    calibration: dict | None = None,
 ) -> str:
     """The Markdown of `summary.md` for one run; `note` is shown first (e.g. "predictions only").
 
     `ceilings` holds copy_gbps, read_gbps, matmul_tflops and launch_s, as a dict or as attributes
     (`bench.core.ceilings.Ceilings`); any that is missing is left out. `baselines`: op -> the
-    implementation the others are compared against (default: the registry's).
+    implementation the others are compared against (default: the registry's). `calibration`:
+    the run's calibration document, for the tiered model's sections.
     """
     records = list(records)
     lines = ["# roofbench summary", ""]
@@ -426,6 +431,7 @@ def summarize(
         _run_section(records),
         _roofs_section(datasheet_roof, measured_roof, ceilings),
         _accuracy_section(records),
+        *tiers_report.sections(records, calibration),
         _speedup_section(records, baselines),
         _ridge_section(
             records,

@@ -17,7 +17,7 @@ from rich.console import Console
 
 from roofbench.bench.core.identity import roof_dict, roof_from, utc_now, versions, write_meta
 from roofbench.bench.core.records import RecordWriter, progress_line, read_records
-from roofbench.bench.sweep import plot, report
+from roofbench.bench.sweep import plot, report, tiers_report
 from roofbench.kernels import catalog, registry
 from roofbench.kernels.spec import OpCase
 from roofbench.theory.hardware import GpuSpec
@@ -57,6 +57,23 @@ def run_identity(cases: list[OpCase], impls: tuple[str, ...] | None) -> dict:
     }
 
 
+def calibrated_roofs(meta: dict) -> dict[str, Roof]:
+    """The calibration's roofs for the roofline plot: the read and copy roofs under the burst
+    matmul peak, and the read roof under the sustained one."""
+    from roofbench.bench.core.calibrate import calibration_of
+
+    doc = meta.get("calibration")
+    if not doc or not doc.get("calibration"):
+        return {}
+    cal = calibration_of(doc)
+    burst, sustained = cal.matmul_burst_flops, cal.matmul_sustained_flops
+    return {
+        "read (burst)": Roof(burst, cal.read_bytes_per_s, cal.launch_s, "calibrated"),
+        "copy (burst)": Roof(burst, cal.copy_bytes_per_s, cal.launch_s, "calibrated"),
+        "read (sustained)": Roof(sustained, cal.read_bytes_per_s, cal.launch_s, "calibrated"),
+    }
+
+
 def write_reports(folder: Path, note: str = "") -> None:
     """summary.md and the two plots from the folder's records.csv and run.json."""
     meta = json.loads((folder / "run.json").read_text())
@@ -70,12 +87,17 @@ def write_reports(folder: Path, note: str = "") -> None:
         meta.get("ceilings"),
         note=note,
         baselines=meta.get("baselines"),
+        calibration=meta.get("calibration"),
     )
     wall = meta.get("wall_time_s")
     if wall is not None:
         text += f"\nSweep `{meta.get('sweep')}` took {wall:.0f} s of wall time.\n"
     (folder / "summary.md").write_text(text)
-    plot.roofline_plot(records, datasheet, measured, folder / "roofline.png")
+    plot.roofline_plot(
+        records, datasheet, measured, folder / "roofline.png", calibrated_roofs(meta)
+    )
+    if any(r.predicted_t6_s for r in records):
+        tiers_report.where_time_goes_plot(records, folder / "where_time_goes.png")
     plot.prefill_vs_decode_plot(records, measured or datasheet, folder / "prefill_vs_decode.png")
 
 
@@ -150,6 +172,23 @@ def _start_meta(folder: Path, sweep, gpu, info, gpu_name, datasheet, cases, impl
     return meta, ceilings, measured
 
 
+def _calibration(meta: dict, folder: Path, path, telemetry, console):
+    """The run's calibration: the one run.json holds (a resumed run), else `path`'s, a fresh
+    cached one or a new one; written into run.json. None when asked for none (path False)."""
+    from roofbench.bench.core.calibrate import calibration_of, load_or_calibrate
+
+    if path is False:
+        return None
+    if not meta.get("calibration"):
+        meta["calibration"] = load_or_calibrate(path or None, telemetry, console)
+        write_meta(folder, meta)
+    doc = meta["calibration"]
+    if not doc.get("calibration"):
+        console.print(f"[yellow]calibration incomplete ({doc.get('errors')}): no tiers[/]")
+        return None
+    return calibration_of(doc)
+
+
 def measure_sweep(
     cases: list[OpCase],
     impls,
@@ -158,6 +197,7 @@ def measure_sweep(
     console: Console,
     time_cap_s: float,
     gpm: bool = True,
+    calibration=None,
 ) -> None:
     """Ceilings first, then every case x implementation, each record flushed as it is made."""
     import torch
@@ -188,7 +228,8 @@ def measure_sweep(
         )
     identity = {"gpu": gpu_name, "driver": meta.get("driver") or "", "sweep": sweep, **versions()}
     rule = StopRule(max_time_s=time_cap_s)
-    ctx = RunContext(datasheet, measured, telemetry, rule, identity, gpm=gpm)
+    cal = _calibration(meta, folder, calibration, telemetry, console)
+    ctx = RunContext(datasheet, measured, telemetry, rule, identity, gpm=gpm, calibration=cal)
     done = _done(folder)
     todo = [(c, i) for c, i in tasks(cases, impls) if (c.id, i) not in done]
     device = torch.device("cuda", torch.cuda.current_device())
@@ -218,9 +259,11 @@ def run(
     time_cap_s: float = 0.5,
     resume: str | None = None,
     gpm: bool = True,
+    calibration: str | bool | None = None,
 ) -> Path:
     """Measure (or, with no GPU, predict) `cases` for the implementations named in `impls`
-    (None: every registered one); returns the run folder."""
+    (None: every registered one); returns the run folder. `calibration`: a calibration file,
+    None (this GPU's cached one, or calibrate now) or False (no tiered model)."""
     import torch
 
     from roofbench.bench.core.gpu import resolve_gpu
@@ -231,5 +274,5 @@ def run(
     if not torch.cuda.is_available():
         predictions_only(cases, impls, gpu, folder, sweep, console)
     else:
-        measure_sweep(cases, impls, folder, sweep, console, time_cap_s, gpm)
+        measure_sweep(cases, impls, folder, sweep, console, time_cap_s, gpm, calibration)
     return folder

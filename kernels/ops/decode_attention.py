@@ -26,6 +26,7 @@ from roofbench.kernels.registry import register_impl
 from roofbench.kernels.spec import OpCase, generator, randn, register_op
 from roofbench.theory import ops
 from roofbench.theory.ops import OpCost
+from roofbench.theory.tiers import Work
 
 GATE_MAX_BATCH = 2
 GATE_MAX_CONTEXT = 32768
@@ -94,6 +95,20 @@ class DecodeAttentionCase(OpCase):
     def shape_fields(self) -> dict:
         keys = ("batch", "seq", "heads", "kv_heads", "head_dim")
         return {key: getattr(self, key) for key in keys}
+
+    def work(self) -> Work:
+        """One query per sequence over its keys (a ragged batch at its mean length)."""
+        mean = round(sum(self.lens) / self.batch)
+        return Work(
+            self.cost(),
+            "attention",
+            batch=self.batch,
+            heads=self.heads,
+            q_len=1,
+            kv_len=mean,
+            head_dim=self.head_dim,
+            causal=True,
+        )
 
     @property
     def out_shape(self) -> tuple[int, ...]:

@@ -22,6 +22,7 @@ from roofbench.kernels.spec import OpCase, generator, randn, register_op
 from roofbench.theory import ops
 from roofbench.theory.llm import MODELS
 from roofbench.theory.ops import OpCost
+from roofbench.theory.tiers import Work
 
 GEMV_MAX_M = TOKENS_PER_DOT  # M <= 16 token rows is the decode-shaped product (the GEMV op)
 # The float64 oracle of an [M, K] x [K, N] product costs 8 bytes per element of A, W and C:
@@ -53,6 +54,9 @@ class GemmCase(OpCase):
 
     def shape_fields(self) -> dict:
         return {"m": self.m, "n": self.n, "k": self.k}
+
+    def work(self) -> Work:
+        return Work(self.cost(), "matmul", m=self.m, n=self.n, k=self.k)
 
     @property
     def out_shape(self) -> tuple[int, ...]:

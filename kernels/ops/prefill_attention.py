@@ -24,7 +24,8 @@ from roofbench.kernels.spec import OpCase, generator, randn, register_op
 from roofbench.theory import ops
 from roofbench.theory.llm import MODELS
 from roofbench.theory.ops import OpCost
-from roofbench.theory.plan import KernelLaunch, LaunchPlan
+from roofbench.theory.plan import LaunchPlan
+from roofbench.theory.tiers import Work
 
 # The float64 oracle holds score blocks of the whole case: above these sizes the gate runs the
 # same heads on fewer sequences and tokens.
@@ -71,6 +72,18 @@ class PrefillAttentionCase(OpCase):
     def shape_fields(self) -> dict:
         keys = ("batch", "seq", "heads", "kv_heads", "head_dim")
         return {key: getattr(self, key) for key in keys}
+
+    def work(self) -> Work:
+        return Work(
+            self.cost(),
+            "attention",
+            batch=self.batch,
+            heads=self.heads,
+            q_len=self.seq,
+            kv_len=self.seq,
+            head_dim=self.head_dim,
+            causal=self.causal,
+        )
 
     @property
     def out_shape(self) -> tuple[int, ...]:
@@ -147,9 +160,7 @@ def power_of_two_head_dim(case) -> str | None:
 
 
 def _triton_plan(case: PrefillAttentionCase) -> LaunchPlan:
-    return LaunchPlan(
-        (KernelLaunch("attn_fwd"),), notes=("tile and grid chosen by triton.autotune",)
-    )
+    return _attention.launch_plan(case.batch, case.heads, case.seq, case.head_dim, case.causal)
 
 
 register_impl(

@@ -1,0 +1,53 @@
+"""A measured time held against the tiered model (`theory.tiers`): the record's tier columns.
+
+The record keeps the measured-roof roofline's error as `error_roofline` (what `error` meant
+before the tiers); `predicted_s`, `error` and `bound` then follow the top tier, and
+`roof_fraction` is the T1 roofline time (read and write roofs, burst peak, no launch) over the
+measured time, so a value above 1.02 is a roof violation: a kernel faster than a roof it cannot
+beat means the roof was measured too low.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from roofbench.bench.core.records import Record
+from roofbench.bench.core.timing import HOLD_S
+from roofbench.theory import tiers
+from roofbench.theory.plan import LaunchPlan
+from roofbench.theory.roofline import Roof
+
+# A measured time more than this far under the T1 roof's time is a violation of the roof.
+VIOLATION = 0.02
+# The events timer's flush writes this many L2s between calls.
+FLUSH_L2S = 2
+
+
+def idle_gap_s(cal: tiers.Calibration) -> float:
+    """The events timer's idle time (for the tensor cores) between two timed calls: the hold
+    spin and the flush's writes of FLUSH_L2S x L2 at the write roof."""
+    return HOLD_S + FLUSH_L2S * cal.l2_bytes / cal.write_bytes_per_s
+
+
+def fill_tiers(
+    record: Record,
+    work: tiers.Work,
+    plan: LaunchPlan | None,
+    cal: tiers.Calibration,
+    datasheet: Roof,
+) -> Record:
+    """The record with every tier's prediction and the top tier's attribution filled in."""
+    method = "events" if record.method.startswith("events") else "graph"
+    pred = tiers.predict(work, cal, datasheet, method, plan, idle_gap_s(cal))
+    changes = {f"predicted_t{i}_s": pred.tiers[t] for i, t in enumerate(tiers.TIERS)}
+    changes |= {f"time_{term}_s": pred.terms[term] for term in tiers.TERMS}
+    changes |= {"predicted_s": pred.time_s, "bound": pred.bound, "error_roofline": record.error}
+    measured = record.measured_s
+    if measured:
+        changes |= {
+            "error": measured / pred.time_s - 1,
+            "residual_s": measured - pred.time_s,
+            "roof_fraction": pred.roof_s / measured,
+            "roof_violation": measured < (1 - VIOLATION) * pred.roof_s,
+        }
+    return dataclasses.replace(record, **changes)

@@ -1,0 +1,270 @@
+"""theory/tiers: each term against hand-computed figures, the tile counts, and the properties of
+predict() (tier order, monotonicity, terms, bound) on a small made-up calibration."""
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from roofbench.theory import ops, tiers
+from roofbench.theory.plan import KernelLaunch, LaunchPlan
+from roofbench.theory.roofline import Roof
+from roofbench.theory.tiers import Calibration, Work
+
+CAL = Calibration(
+    read_bytes_per_s=4.5e12,
+    write_bytes_per_s=4.0e12,
+    copy_bytes_per_s=4.2e12,
+    matmul_burst_flops=800e12,
+    matmul_sustained_flops=680e12,
+    launch_s=2e-6,
+    launch_stream_s=4e-6,
+    dram_latency_s=1.5e-6,
+    exp2_per_clock_per_sm=16,
+    fma_per_clock_per_sm=128,
+    writeback_s=1.6e-5,
+    sms=132,
+    sm_clock_hz=1.98e9,
+    l2_bytes=50e6,
+    source="test",
+)
+DATASHEET = Roof(989e12, 4.8e12, 4e-6, "datasheet")
+IDLE_GAP_S = 50e-6
+
+
+def plan(*kernels, **kw):
+    return LaunchPlan(tuple(kernels), **kw)
+
+
+GEMM_PLAN = plan(KernelLaunch("gemm", tile=(128, 128, 64)))
+SPLITK_PLAN = plan(
+    KernelLaunch("gemv", tile=(16, 128, 256), splits=4, partial_bytes=4 * 8192 * 4),
+    KernelLaunch("sum_splits", partial_bytes=4 * 8192 * 4),
+)
+ATTN_PLAN = plan(KernelLaunch("fwd", tile=(128, 64)), alu_ops_per_score=6.0)
+SPLITKV_PLAN = plan(
+    KernelLaunch("decode", tile=(16, 64), splits=8, partial_bytes=1e6),
+    KernelLaunch("combine", partial_bytes=1e6),
+    alu_ops_per_score=4.0,
+)
+
+
+def matmul(m, n, k):
+    return Work(ops.gemm(m, n, k), kind="matmul", m=m, n=n, k=k)
+
+
+def prefill(batch, heads, kv_heads, seq, d):
+    cost = ops.prefill_attention(batch, heads, kv_heads, seq, d, causal=True)
+    return Work(cost, "attention", batch=batch, heads=heads, q_len=seq, kv_len=seq, head_dim=d,
+                causal=True)  # fmt: skip
+
+
+def decode(batch, heads, kv_heads, context, d):
+    cost = ops.decode_attention(batch, heads, kv_heads, context, d)
+    return Work(cost, "attention", batch=batch, heads=heads, q_len=1, kv_len=context, head_dim=d,
+                causal=True)  # fmt: skip
+
+
+CASES = {
+    "gemm": (matmul(4096, 4096, 4096), GEMM_PLAN),
+    "gemm-edge-tiles": (matmul(200, 300, 512), GEMM_PLAN),
+    "gemv-split-k": (matmul(1, 8192, 8192), SPLITK_PLAN),
+    "prefill": (prefill(2, 16, 4, 1024, 128), ATTN_PLAN),
+    "decode-split-kv": (decode(8, 32, 8, 4096, 128), SPLITKV_PLAN),
+}
+METHODS = [("graph", 0.0), ("events", IDLE_GAP_S)]
+
+
+def predict(work, method="graph", plan=None, gap=0.0):
+    return tiers.predict(work, CAL, DATASHEET, method, plan, gap)
+
+
+# --- the terms ---------------------------------------------------------------------------------
+
+
+def test_memory_adds_read_and_write_times_and_a_copy_sits_near_the_copy_roof():
+    assert tiers.memory_s(1e9, 0, CAL) == pytest.approx(1e9 / 4.5e12)
+    assert tiers.memory_s(0, 1e9, CAL) == pytest.approx(1e9 / 4.0e12)
+    n = 1 << 30
+    assert tiers.memory_s(n, n, CAL) == pytest.approx(2 * n / 4.2e12, rel=0.05)
+
+
+def test_fixed_cost_is_two_dram_round_trips():
+    assert tiers.fixed_s(CAL) == pytest.approx(3e-6)
+
+
+@pytest.mark.parametrize(
+    "written,method,expected",
+    [(0, "events", 1.6e-5), (32e6, "events", 1.6e-5 - 32e6 / 4e12), (64e6, "events", 0.0),
+     (80e6, "events", 0.0), (0, "graph", 0.0)],
+)  # fmt: skip
+def test_writeback_is_what_the_kernels_own_writes_do_not_cover_and_vanishes_under_graph(
+    written, method, expected
+):
+    assert tiers.writeback_s(written, method, CAL) == pytest.approx(expected, abs=1e-18)
+
+
+def test_partials_are_written_once_and_read_once():
+    p = 3e6
+    two = plan(KernelLaunch("a", partial_bytes=p), KernelLaunch("b", partial_bytes=p))
+    assert tiers.partials_s(two, CAL) == pytest.approx(tiers.memory_s(p, p, CAL))
+    assert tiers.partials_s(None, CAL) == 0.0
+    assert tiers.partials_s(GEMM_PLAN, CAL) == 0.0
+    assert (tiers.launches(None), tiers.launches(two)) == (1, 2)
+
+
+def test_duty_and_the_compute_rate_between_burst_and_sustained():
+    assert tiers.duty(10e-6, "graph", 90e-6) == 1.0
+    assert tiers.duty(10e-6, "events", 90e-6) == pytest.approx(0.1)
+    assert tiers.compute_rate(0.0, CAL) == pytest.approx(800e12)
+    assert tiers.compute_rate(1.0, CAL) == pytest.approx(680e12)
+    assert tiers.compute_rate(0.5, CAL) == pytest.approx(740e12)
+
+
+def test_makespan_of_full_waves_and_of_a_straggler():
+    assert tiers.makespan_s([1e-6] * 264, 132) == pytest.approx(2e-6)
+    assert tiers.makespan_s([1e-6] * 133, 132) == pytest.approx(2e-6)
+    assert tiers.makespan_s([], 132) == 0.0
+    assert tiers.makespan_s([50e-6] + [1e-6] * 500, 132) >= 50e-6
+    many = [1e-6] * (tiers.MAX_SCHEDULED_ITEMS + 1)
+    assert tiers.makespan_s(many, 100) == pytest.approx(len(many) * 1e-6 / 100)
+
+
+def test_exp_and_alu_on_one_sm():
+    assert tiers.exp_s(1e6, CAL) == pytest.approx(1e6 / (16 * 1.98e9))
+    assert tiers.alu_s(1e6, 5, CAL) == pytest.approx(5e6 / (128 * 1.98e9))
+
+
+# --- tiles -------------------------------------------------------------------------------------
+
+
+def test_matmul_items_are_whole_tiles_split_over_k():
+    work = matmul(200, 300, 512)
+    per_item, total = tiers.matmul_items(work, GEMM_PLAN)
+    assert per_item == [2.0 * 128 * 128 * 512] * 6
+    assert total == pytest.approx(6 * 2 * 128 * 128 * 512)
+    split = plan(KernelLaunch("gemm", tile=(128, 128, 64), splits=4))
+    per_item, total = tiers.matmul_items(work, split)
+    assert per_item == [2.0 * 128 * 128 * 512 / 4] * 24
+    assert total == pytest.approx(6 * 2 * 128 * 128 * 512)
+    assert tiers.matmul_items(work, None) is None
+    assert tiers.matmul_items(work, plan(KernelLaunch("gemm"))) is None
+
+
+def test_causal_attention_tiles_stop_at_the_diagonal():
+    work = prefill(1, 2, 2, 256, 64)
+    tiled = plan(KernelLaunch("fwd", tile=(128, 64)))
+    assert tiers.attention_items(work, tiled) == [128 * 64 * 2.0, 128 * 64 * 4.0] * 2
+    assert tiers.attention_items(work, None) == [256 * 257 / 2] * 2
+
+
+@pytest.mark.parametrize("attn_plan", [None, ATTN_PLAN])
+def test_decode_executes_one_score_per_cached_key(attn_plan):
+    assert tiers.attention_items(decode(3, 4, 4, 1000, 64), attn_plan) == [1000.0] * 12
+
+
+# --- predict -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method,gap", METHODS)
+@pytest.mark.parametrize("case", CASES)
+def test_each_tier_adds_time_where_its_term_only_adds(case, method, gap):
+    work, work_plan = CASES[case]
+    got = predict(work, method, work_plan, gap)
+    t = got.tiers
+    assert t["T2"] >= t["T1"]
+    assert t["T3"] >= t["T2"]
+    assert t["T4"] >= t["T3"]  # sustained < burst in CAL
+    if work.kind == "matmul" and tiers.matmul_items(work, work_plan) is not None:
+        assert t["T5"] >= t["T4"]
+    if work.kind == "attention" and work_plan.alu_ops_per_score > 0:
+        assert t["T6"] >= t["T5"]
+    assert sum(got.terms.values()) <= t["T6"] * (1 + 1e-12)
+    assert set(got.terms) == set(tiers.TERMS)
+    cost = work.cost
+    roof = max(tiers.memory_s(cost.bytes_read, cost.bytes_written, CAL), cost.flops / 800e12)
+    assert got.roof_s == pytest.approx(roof, rel=1e-12)
+
+
+@pytest.mark.parametrize("case", ["prefill", "decode-split-kv"])
+def test_overlapping_the_exponent_never_predicts_more_than_series(case):
+    work, series = CASES[case]
+    overlapped = plan(*series.kernels, exp_overlapped=True, alu_ops_per_score=6.0)
+    series = plan(*series.kernels, alu_ops_per_score=6.0)
+    for method, gap in METHODS:
+        fast, slow = predict(work, method, overlapped, gap), predict(work, method, series, gap)
+        for tier in tiers.TIERS:
+            assert fast.tiers[tier] <= slow.tiers[tier]
+
+
+nonneg = st.floats(0, 1e13)
+
+
+@given(flops=nonneg, read=nonneg, written=nonneg, more=st.floats(1, 1e12))
+def test_more_bytes_or_flops_never_predict_less_time(flops, read, written, more):
+    def times(f, r, w, method, gap):
+        return predict(Work(ops.OpCost(f, r + w, w)), method, SPLITK_PLAN, gap).tiers
+
+    for method, gap in METHODS:
+        base = times(flops, read, written, method, gap)
+        for bigger in (times(flops + more, read, written, method, gap),
+                       times(flops, read + more, written, method, gap)):  # fmt: skip
+            assert all(bigger[tier] >= base[tier] * (1 - 1e-12) for tier in tiers.TIERS)
+    # Under events the write-back covers what the kernel's own writes do not: more bytes
+    # written never predict less time either.
+    for method, gap in METHODS:
+        base = times(flops, read, written, method, gap)
+        bigger = times(flops, read, written + more, method, gap)
+        assert all(bigger[tier] >= base[tier] * (1 - 1e-12) for tier in tiers.TIERS)
+
+
+def test_a_memory_bound_top_tier_is_launch_fixed_memory_and_writeback():
+    work, gemv_plan = CASES["gemv-split-k"]
+    got = predict(work, "events", gemv_plan, IDLE_GAP_S)
+    assert got.bound == "memory"
+    assert got.terms["writeback"] > 0
+    parts = ("launch", "fixed", "memory", "writeback")
+    assert sum(got.terms[p] for p in parts) == pytest.approx(got.time_s, rel=1e-12)
+    assert got.terms["launch"] == pytest.approx(2 * CAL.launch_s)
+
+
+@pytest.mark.parametrize(
+    "work,work_plan,bound,methods",
+    [(matmul(1, 8192, 8192), SPLITK_PLAN, "memory", METHODS),
+     (matmul(1, 8192, 8192), None, "memory", METHODS),
+     (matmul(8192, 8192, 8192), GEMM_PLAN, "compute", METHODS),
+     (matmul(8192, 8192, 8192), None, "compute", METHODS),
+     # Under events the 16 us write-back (a memory term) outweighs launch + fixed.
+     (matmul(16, 16, 16), GEMM_PLAN, "latency", METHODS[:1]),
+     (matmul(16, 16, 16), None, "latency", METHODS[:1])],
+)  # fmt: skip
+def test_bound_by_shape(work, work_plan, bound, methods):
+    for method, gap in methods:
+        assert predict(work, method, work_plan, gap).bound == bound
+
+
+def test_a_gemv_on_a_square_tile_pays_for_the_padded_rows():
+    assert predict(matmul(1, 8192, 8192), "graph", GEMM_PLAN).bound == "compute"
+
+
+def test_a_large_gemm_under_graph_runs_at_the_sustained_peak():
+    work = matmul(8192, 8192, 8192)
+    expected = CAL.launch_s + tiers.fixed_s(CAL) + work.cost.flops / 680e12
+    assert predict(work).tiers["T4"] == pytest.approx(expected, rel=1e-12)
+
+
+# --- calibration and work ----------------------------------------------------------------------
+
+
+def test_calibration_round_trips_and_rejects_missing_or_negative_constants():
+    assert Calibration.from_dict(CAL.to_dict()) == CAL
+    data = CAL.to_dict()
+    del data["dram_latency_s"]
+    with pytest.raises(ValueError, match="dram_latency_s"):
+        Calibration.from_dict(data)
+    with pytest.raises(ValueError, match="launch_s"):
+        Calibration.from_dict(CAL.to_dict() | {"launch_s": -1e-6})
+
+
+def test_work_rejects_an_unknown_kind():
+    with pytest.raises(ValueError, match="conv"):
+        Work(ops.gemm(1, 1, 1), kind="conv")

@@ -1,0 +1,347 @@
+"""The tiered performance model: a kernel's time explained term by term.
+
+Each tier adds one effect to the one below it (every term is a named function below, with its
+formula and where it comes from):
+
+- T0 the textbook roofline on the datasheet: launch + max(flops / peak, bytes / bandwidth).
+- T1 the measured roofline: bytes read over the read roof plus bytes written over the write
+  roof (`memory_s`), flops over the burst matmul peak, one launch floor.
+- T2 + the fixed cost of a kernel (`fixed_s`: DRAM round trips before the stream runs) and, for
+  the events timer, the dirty-L2 write-back its flush leaves to the timed kernel
+  (`writeback_s`).
+- T3 + the implementation's declared launch plan: one launch floor per kernel, and the traffic
+  of the partial results passed between them (`partials_s`).
+- T4 + power: the compute rate between the burst and the sustained (power-capped) matmul peak,
+  by how busy the timing method keeps the GPU (`duty`, `compute_rate`).
+- T5 tiles and waves: the whole tiles a kernel executes (edge tiles of a GEMM, the causal
+  diagonal of attention), their schedule on the SMs (`makespan_s`), and for attention one exp2
+  per executed score on the special-function unit, in series with the tensor cores unless the
+  plan declares them overlapped (`exp_s`).
+- T6 the per-score ALU work an implementation declares in its plan (`alu_s`).
+
+Parameters come only from the calibration (`roofbench calibrate`: microbenchmarks of this GPU),
+hardware facts (SM count, L2 size, clocks) and plans an implementation declares from its own
+code. Never from the measured times of the cases being predicted: nothing here is fitted, and a
+test predicts one committed sweep with the constants of another. Where a tier misses, the
+residual is the missing term, and the report says which rows miss most.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import asdict, dataclass, fields
+
+from roofbench.theory.ops import OpCost
+from roofbench.theory.plan import LaunchPlan
+from roofbench.theory.roofline import Roof
+
+TIERS = ("T0", "T1", "T2", "T3", "T4", "T5", "T6")
+TERMS = ("launch", "fixed", "writeback", "memory", "compute", "exp", "alu")
+# A memory-bound kernel waits about two loaded DRAM round trips before its stream runs at the
+# roof: the first loads of every program, and the last stores draining (DESIGN, "Where the time
+# goes": 3-7 us beyond launch + bytes / bandwidth on GEMV and decode, ~2 x 1.57 us).
+FIXED_ROUND_TRIPS = 2
+# A timed schedule simulates at most this many work items; beyond, waves are counted evenly.
+MAX_SCHEDULED_ITEMS = 200_000
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The constants of one GPU, from `roofbench calibrate` (or any source that states them)."""
+
+    read_bytes_per_s: float
+    write_bytes_per_s: float
+    copy_bytes_per_s: float
+    matmul_burst_flops: float
+    matmul_sustained_flops: float
+    launch_s: float  # one kernel, graph-replayed (the GPU-side floor)
+    launch_stream_s: float  # one kernel launched from the host, back to back
+    dram_latency_s: float  # one loaded DRAM round trip
+    exp2_per_clock_per_sm: float
+    fma_per_clock_per_sm: float
+    writeback_s: float  # the dirty-L2 write-back an events-timed read-only kernel pays
+    sms: int
+    sm_clock_hz: float  # the clock per-clock rates are taken at (the max SM clock)
+    l2_bytes: float
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name != "source" and not (isinstance(value, int | float) and value >= 0):
+                raise ValueError(f"calibration {f.name} must be a number >= 0, got {value!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Calibration:
+        names = {f.name for f in fields(cls)}
+        missing = names - set(data) - {"source"}
+        if missing:
+            raise ValueError(f"calibration lacks {', '.join(sorted(missing))}")
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def roof(self) -> Roof:
+        """The T1 roof as a plain roofline (burst peak, copy bandwidth, graph launch floor)."""
+        return Roof(
+            self.matmul_burst_flops,
+            self.copy_bytes_per_s,
+            self.launch_s,
+            f"calibrated {self.source}",
+        )
+
+
+@dataclass(frozen=True)
+class Work:
+    """What the tiers need of one case: its cost, and the shape family its tiles come from.
+
+    kind "matmul": C[m, n] = A[m, k] W[n, k]^T; "attention": batch x heads query rows q_len
+    each over kv_len keys of head_dim (causal: query i of the last q_len sees kv_len - q_len + i
+    + 1 keys); "stream": anything else (only its bytes and flops count).
+    """
+
+    cost: OpCost
+    kind: str = "stream"
+    m: int = 0
+    n: int = 0
+    k: int = 0
+    batch: int = 0
+    heads: int = 0
+    q_len: int = 0
+    kv_len: int = 0
+    head_dim: int = 0
+    causal: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("matmul", "attention", "stream"):
+            raise ValueError(f"work kind must be matmul, attention or stream, got {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class Tiered:
+    """The prediction at every tier (seconds), the top tier's seconds by term, its bound, and
+    the roofline time a measurement must not beat (the T1 roof without launch)."""
+
+    tiers: dict[str, float]
+    terms: dict[str, float]
+    bound: str
+    roof_s: float
+
+    @property
+    def time_s(self) -> float:
+        return self.tiers[TIERS[-1]]
+
+
+# --- the terms ---------------------------------------------------------------------------------
+
+
+def memory_s(bytes_read: float, bytes_written: float, cal: Calibration) -> float:
+    """Streaming time with separate roofs: bytes_read / read roof + bytes_written / write roof.
+
+    Reads and writes share the DRAM bus, so their times add; a copy of N bytes then takes
+    N / read + N / write, which is what the copy roof measures (within a few percent on H200).
+    """
+    return bytes_read / cal.read_bytes_per_s + bytes_written / cal.write_bytes_per_s
+
+
+def fixed_s(cal: Calibration) -> float:
+    """The fixed cost of one op: FIXED_ROUND_TRIPS loaded DRAM round trips (first loads in,
+    last stores out) that no amount of bandwidth hides."""
+    return FIXED_ROUND_TRIPS * cal.dram_latency_s
+
+
+def writeback_s(bytes_written: float, method: str, cal: Calibration) -> float:
+    """The dirty-L2 write-back the events timer's flush leaves to the timed kernel, beyond the
+    kernel's own writes: max(0, writeback_s - bytes_written / write roof).
+
+    The flush leaves L2 full of dirty lines; the kernel's traffic evicts them, so its DRAM
+    writes are at least that write-back. Its own writes replace the flush's lines in L2, so the
+    time its writes take is max(own writes, write-back), not their sum: ~16 us extra for a
+    read-only kernel on the H200, ~0 for one that writes about L2's bytes or more (DESIGN,
+    "Where the time goes"). Graph replay rotates inputs without a flush: 0.
+    """
+    if method != "events":
+        return 0.0
+    return max(0.0, cal.writeback_s - bytes_written / cal.write_bytes_per_s)
+
+
+def partials_s(plan: LaunchPlan | None, cal: Calibration) -> float:
+    """Traffic of the partial results between a plan's kernels: each partial byte written once
+    by one kernel and read once by the next (plan.partial_bytes counts both sides)."""
+    if plan is None or not plan.partial_bytes:
+        return 0.0
+    half = plan.partial_bytes / 2
+    return memory_s(half, half, cal)
+
+
+def launches(plan: LaunchPlan | None) -> int:
+    """Kernels per call: the plan's, or one where the implementation declares none."""
+    return plan.launches if plan is not None else 1
+
+
+def duty(busy_s: float, method: str, idle_gap_s: float) -> float:
+    """The fraction of the timed window the GPU computes: 1 for graph replay (back to back),
+    busy / (busy + idle gap) for the events timer (the flush and hold between calls)."""
+    if method != "events" or busy_s <= 0:
+        return 1.0
+    return busy_s / (busy_s + idle_gap_s)
+
+
+def compute_rate(load: float, cal: Calibration) -> float:
+    """FLOP/s of the tensor cores at duty `load`: burst + (sustained - burst) x load.
+
+    A first-order model of the power cap: average power grows with the duty, and the clock the
+    cap allows falls with it; at duty 1 the sustained (power-capped) peak, at 0 the burst one.
+    """
+    return cal.matmul_burst_flops + (cal.matmul_sustained_flops - cal.matmul_burst_flops) * load
+
+
+def makespan_s(item_times_s: list[float], workers: int) -> float:
+    """Finish time of items run longest first on `workers` SMs, each taking the next free one
+    (a greedy list schedule, as a persistent or longest-first launch order runs them)."""
+    if not item_times_s:
+        return 0.0
+    if len(item_times_s) > MAX_SCHEDULED_ITEMS:
+        total = sum(item_times_s)
+        return max(total / workers, max(item_times_s))
+    finish = [0.0] * min(workers, len(item_times_s))
+    heapq.heapify(finish)
+    for t in sorted(item_times_s, reverse=True):
+        heapq.heappush(finish, heapq.heappop(finish) + t)
+    return max(finish)
+
+
+def matmul_items(work: Work, plan: LaunchPlan | None) -> tuple[list[float], float] | None:
+    """(flops of each work item, total flops executed) of a GEMM plan's main kernel: whole
+    tiles of BLOCK_M x BLOCK_N over K / split (edge tiles computed whole); None without a
+    declared tile."""
+    if plan is None or not plan.kernels[0].tile or len(plan.kernels[0].tile) < 2:
+        return None
+    main = plan.kernels[0]
+    bm, bn = main.tile[0], main.tile[1]
+    tiles = math.ceil(work.m / bm) * math.ceil(work.n / bn)
+    split = max(1, main.splits)
+    per_item = 2.0 * bm * bn * work.k / split
+    return [per_item] * (tiles * split), per_item * tiles * split
+
+
+def attention_items(work: Work, plan: LaunchPlan | None) -> list[float]:
+    """Scores computed per work item (one query block of one head): whole BLOCK_M x BLOCK_N
+    tiles up to the causal diagonal where the plan declares its tile, else the exact pairs of
+    each query row (no tile rounding), one item per (batch, head)."""
+    tile = plan.kernels[0].tile if plan is not None and plan.kernels[0].tile else ()
+    heads = work.batch * work.heads
+    offset = work.kv_len - work.q_len  # queries are the last q_len positions
+    if len(tile) >= 2 and work.q_len > 1:
+        bm, bn = tile[0], tile[1]
+        items = []
+        for block in range(math.ceil(work.q_len / bm)):
+            last_row = min(work.q_len, (block + 1) * bm) - 1
+            keys = offset + last_row + 1 if work.causal else work.kv_len
+            items.append(float(bm * bn * math.ceil(keys / bn)))
+        return items * heads
+    if work.causal:
+        pairs = work.q_len * offset + work.q_len * (work.q_len + 1) / 2
+    else:
+        pairs = work.q_len * work.kv_len
+    return [float(pairs)] * heads
+
+
+def exp_s(scores: float, cal: Calibration) -> float:
+    """One exp2 per score on the special-function unit: scores / (exp2 per clock per SM x
+    clock) on one SM (the caller spreads work over SMs). FA3 paper: 16 per clock per SM."""
+    return scores / (cal.exp2_per_clock_per_sm * cal.sm_clock_hz)
+
+
+def alu_s(scores: float, ops_per_score: float, cal: Calibration) -> float:
+    """The FP32 work an implementation declares per score (scale, max, subtract, sum, convert),
+    on one SM's FP32 pipes: scores x ops / (FMA per clock per SM x clock)."""
+    return scores * ops_per_score / (cal.fma_per_clock_per_sm * cal.sm_clock_hz)
+
+
+# --- the tiers ---------------------------------------------------------------------------------
+
+
+def _compute_tiers(work: Work, plan, rate: float, cal: Calibration) -> tuple[float, float, dict]:
+    """(T5 compute seconds, T6 compute seconds, T6 split into tensor / exp / alu)."""
+    per_sm = rate / cal.sms
+    if work.kind == "matmul":
+        items = matmul_items(work, plan)
+        if items is None:
+            t = work.cost.flops / rate
+            return t, t, {"compute": t, "exp": 0.0, "alu": 0.0}
+        per_item, _ = items
+        t = makespan_s([f / per_sm for f in per_item], cal.sms)
+        return t, t, {"compute": t, "exp": 0.0, "alu": 0.0}
+    if work.kind == "attention":
+        scores = attention_items(work, plan)
+        overlapped = plan is not None and plan.exp_overlapped
+        ops = plan.alu_ops_per_score if plan is not None else 0.0
+        flops_per_score = 4.0 * work.head_dim
+        tensor = [s * flops_per_score / per_sm for s in scores]
+        exps = [exp_s(s, cal) for s in scores]
+        alus = [alu_s(s, ops, cal) for s in scores]
+
+        def item(t, e, a=0.0):
+            return max(t, e + a) if overlapped else t + e + a
+
+        t5 = makespan_s([item(t, e) for t, e in zip(tensor, exps, strict=True)], cal.sms)
+        t6_items = [item(t, e, a) for t, e, a in zip(tensor, exps, alus, strict=True)]
+        t6 = makespan_s(t6_items, cal.sms)
+        total = sum(tensor) + sum(exps) + sum(alus) or 1.0
+        split = {
+            "compute": t6 * sum(tensor) / total,
+            "exp": t6 * sum(exps) / total,
+            "alu": t6 * sum(alus) / total,
+        }
+        return t5, t6, split
+    t = work.cost.flops / rate
+    return t, t, {"compute": t, "exp": 0.0, "alu": 0.0}
+
+
+def predict(
+    work: Work,
+    cal: Calibration,
+    datasheet: Roof,
+    method: str = "graph",
+    plan: LaunchPlan | None = None,
+    idle_gap_s: float = 0.0,
+) -> Tiered:
+    """The prediction of every tier for `work` timed by `method` ("events" or "graph"), with the
+    implementation's declared `plan` (None: one kernel, nothing declared); `idle_gap_s` is the
+    events timer's idle time between calls (flush and hold)."""
+    cost = work.cost
+    t0 = datasheet.predict(cost).time_s
+    mem1 = memory_s(cost.bytes_read, cost.bytes_written, cal)
+    comp1 = cost.flops / cal.matmul_burst_flops
+    t1 = cal.launch_s + max(mem1, comp1)
+
+    fixed = fixed_s(cal)
+    wb = writeback_s(cost.bytes_written, method, cal)
+    t2 = cal.launch_s + fixed + max(mem1 + wb, comp1)
+
+    launch3 = launches(plan) * cal.launch_s
+    mem3 = mem1 + wb + partials_s(plan, cal)
+    t3 = launch3 + fixed + max(mem3, comp1)
+
+    rate = compute_rate(duty(t3, method, idle_gap_s), cal)
+    comp4 = cost.flops / rate
+    t4 = launch3 + fixed + max(mem3, comp4)
+
+    comp5, comp6, split = _compute_tiers(work, plan, rate, cal)
+    t5 = launch3 + fixed + max(mem3, comp5)
+    t6 = launch3 + fixed + max(mem3, comp6)
+
+    terms = dict.fromkeys(TERMS, 0.0) | {"launch": launch3, "fixed": fixed}
+    if mem3 >= comp6:
+        terms |= {"memory": mem3 - wb, "writeback": wb}
+        bound = "memory"
+    else:
+        terms |= split
+        bound = "compute"
+    if launch3 + fixed > max(mem3, comp6):
+        bound = "latency"
+    tiers = dict(zip(TIERS, (t0, t1, t2, t3, t4, t5, t6), strict=True))
+    return Tiered(tiers=tiers, terms=terms, bound=bound, roof_s=max(mem1, comp1))
