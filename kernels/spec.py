@@ -29,7 +29,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from roofbench.theory.ops import OpCost
+from roofbench.theory.ops import OpCost, dtype_bytes
+from roofbench.theory.plan import KernelLaunch, LaunchPlan
 from roofbench.theory.tiers import Work
 
 # Relative error allowed per dtype, from the arithmetic each dtype implies (the oracle sees the
@@ -169,6 +170,25 @@ class OpCase:
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in fields(cls))
+
+
+def vendor_then_copy(vendor: str):
+    """plan(case) of a reference that calls a vendor library and copies its result into `out`
+    (`out.copy_(result)`: our wrapper's code). The vendor's own kernels are not ours to declare
+    and count as one; the copy reads the result and writes `out` again, each beyond the
+    compulsory bytes (partial bytes count both sides: the result's bytes on each kernel)."""
+
+    def plan(case: OpCase) -> LaunchPlan:
+        out_bytes = float(math.prod(case.out_shape) * dtype_bytes(case.dtype))
+        return LaunchPlan(
+            (
+                KernelLaunch(vendor, partial_bytes=out_bytes),
+                KernelLaunch("copy_out", partial_bytes=out_bytes),
+            ),
+            notes=(f"{vendor}'s own kernels are not declared",),
+        )
+
+    return plan
 
 
 _OPS: dict[str, type[OpCase]] = {}

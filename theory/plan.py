@@ -41,7 +41,23 @@ class KernelLaunch:
             parts.append("tile " + "x".join(map(str, self.tile)))
         if self.splits > 1:
             parts.append(f"split {self.splits}")
+        if self.partial_bytes:
+            parts.append(f"partial {self.partial_bytes:g}")
         return " ".join(parts)
+
+    @classmethod
+    def parse(cls, text: str) -> KernelLaunch:
+        """The launch `describe` wrote."""
+        words = text.split()
+        fields: dict = {"name": words[0]}
+        for key, value in zip(words[1::2], words[2::2], strict=False):
+            if key in ("grid", "tile"):
+                fields[key] = tuple(int(v) for v in value.split("x"))
+            elif key == "split":
+                fields["splits"] = int(value)
+            elif key == "partial":
+                fields["partial_bytes"] = float(value)
+        return cls(**fields)
 
 
 @dataclass(frozen=True)
@@ -74,7 +90,23 @@ class LaunchPlan:
         return sum(k.partial_bytes for k in self.kernels)
 
     def describe(self) -> str:
-        """One line for a record: e.g. `2 kernels: gemv grid 128x4x1 tile 4x512 split 4;
-        sum_splits grid 4`."""
+        """One line for a record, which `parse` reads back: e.g. `2 kernels: gemv grid 128x4x1
+        tile 1x4x512 split 4 partial 1024; sum_splits grid 4 tile 1024 partial 1024`, then
+        `| alu 5.5` and `| exp overlapped` where declared."""
         noun = "kernel" if self.launches == 1 else "kernels"
-        return f"{self.launches} {noun}: " + "; ".join(k.describe() for k in self.kernels)
+        text = f"{self.launches} {noun}: " + "; ".join(k.describe() for k in self.kernels)
+        if self.alu_ops_per_score:
+            text += f" | alu {self.alu_ops_per_score:g}"
+        if self.exp_overlapped:
+            text += " | exp overlapped"
+        return text
+
+    @classmethod
+    def parse(cls, text: str, source: str = "declared") -> LaunchPlan | None:
+        """The plan `describe` wrote (None for an empty text)."""
+        if not text or ":" not in text:
+            return None
+        head, *flags = (part.strip() for part in text.split("|"))
+        kernels = tuple(KernelLaunch.parse(k) for k in head.split(":", 1)[1].split(";"))
+        alu = next((float(f.split()[1]) for f in flags if f.startswith("alu ")), 0.0)
+        return cls(kernels, source, exp_overlapped="exp overlapped" in flags, alu_ops_per_score=alu)

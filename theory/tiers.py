@@ -57,7 +57,8 @@ class Calibration:
     matmul_sustained_flops: float
     launch_s: float  # one kernel, graph-replayed (the GPU-side floor)
     launch_stream_s: float  # one kernel launched from the host, back to back
-    dram_latency_s: float  # one loaded DRAM round trip
+    dram_latency_s: float  # one DRAM round trip, the bus nearly idle
+    dram_latency_loaded_s: float  # one round trip with the bus as busy as a streaming kernel's
     exp2_per_clock_per_sm: float
     fma_per_clock_per_sm: float
     writeback_s: float  # the dirty-L2 write-back an events-timed read-only kernel pays
@@ -149,7 +150,7 @@ def memory_s(bytes_read: float, bytes_written: float, cal: Calibration) -> float
 def fixed_s(cal: Calibration) -> float:
     """The fixed cost of one op: FIXED_ROUND_TRIPS loaded DRAM round trips (first loads in,
     last stores out) that no amount of bandwidth hides."""
-    return FIXED_ROUND_TRIPS * cal.dram_latency_s
+    return FIXED_ROUND_TRIPS * cal.dram_latency_loaded_s
 
 
 def writeback_s(bytes_written: float, method: str, cal: Calibration) -> float:

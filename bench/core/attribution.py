@@ -41,7 +41,9 @@ def fill_tiers(
     pred = tiers.predict(work, cal, datasheet, method, plan, idle_gap_s(cal))
     changes = {f"predicted_t{i}_s": pred.tiers[t] for i, t in enumerate(tiers.TIERS)}
     changes |= {f"time_{term}_s": pred.terms[term] for term in tiers.TERMS}
-    changes |= {"predicted_s": pred.time_s, "bound": pred.bound, "error_roofline": record.error}
+    changes |= {"predicted_s": pred.time_s, "bound": pred.bound}
+    if record.error_roofline is None:  # the first tiering: `error` is still the roofline's
+        changes["error_roofline"] = record.error
     measured = record.measured_s
     if measured:
         changes |= {
@@ -51,3 +53,34 @@ def fill_tiers(
             "roof_violation": measured < (1 - VIOLATION) * pred.roof_s,
         }
     return dataclasses.replace(record, **changes)
+
+
+def case_of(record: Record):
+    """The case a kernel record measured, rebuilt from its op and shape columns."""
+    from roofbench.kernels.catalog import make_case, op_spec
+
+    names = set(op_spec(record.op).field_names())
+    shape = {k: getattr(record, k) for k in names if getattr(record, k, None) is not None}
+    if "causal" in names:
+        shape["causal"] = "_causal" in record.case
+    shape.pop("source", None)
+    case = make_case(record.op, **shape)
+    if case.id != record.case:
+        raise ValueError(f"{record.case}: rebuilt as {case.id}")
+    return case
+
+
+def retier(record: Record, cal: tiers.Calibration, datasheet: Roof) -> Record:
+    """The record's tiers recomputed on another calibration (what was measured is untouched):
+    the case rebuilt from its columns, the plan read back from its `plan` text (or, for an
+    implementation whose plan is not tuned at run time, declared again now)."""
+    from roofbench.kernels.catalog import get_impl
+
+    case = case_of(record)
+    plan = LaunchPlan.parse(record.plan)
+    if plan is None:
+        try:
+            plan = get_impl(record.op, record.impl).launch_plan(case)
+        except KeyError:  # a plugin's implementation not loaded here
+            plan = None
+    return fill_tiers(record, case.work(), plan, cal, datasheet)

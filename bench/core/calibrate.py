@@ -222,27 +222,43 @@ def _launches(probe: _Probe, device) -> None:
 
 
 def _latency(probe: _Probe, device, sms: int) -> None:
+    """Two probes of the DRAM round trip: rounds of 512 bytes per program (the bus nearly idle)
+    and rounds of 8 KiB per program (4 MiB over all SMs: the bus about as busy as a memory-
+    bound kernel keeps it); the loaded one, less its bytes at the read roof, is the round trip
+    a kernel's first loads and last stores wait."""
     import torch
 
     from roofbench.bench.core import probes
 
-    block, programs = 128, 4 * sms
-    stride = programs * block
-    x = torch.zeros(ROUNDS * stride, dtype=torch.int32, device=device)
-    out = torch.empty(stride, dtype=torch.int32, device=device)
-    fn = lambda: probes.dependent_rounds[(programs,)](
-        x, out, stride, ROUNDS=ROUNDS, BLOCK=block, num_warps=4, num_stages=1
-    )
-    times, window = probe.timed(fn, method="events")
-    probe.record(
-        "dram_latency_s",
-        percentile(times, 50) / ROUNDS,
-        "s",
-        f"{ROUNDS} dependent rounds of {programs} x {block} int32 loads over "
-        f"{x.numel() * 4 / 2**20:.0f} MiB, events, time / rounds",
-        times,
-        window,
-    )
+    programs = 4 * sms
+    read_roof = probe.constants.get("read_bytes_per_s", {}).get("value")
+    for name, block, rounds in (
+        ("dram_latency_s", 128, ROUNDS),
+        ("dram_latency_loaded_s", 2048, 256),
+    ):
+        stride = programs * block
+        x = torch.zeros(rounds * stride, dtype=torch.int32, device=device)
+        out = torch.empty(stride, dtype=torch.int32, device=device)
+        fn = lambda x=x, out=out, stride=stride, rounds=rounds, block=block: (
+            probes.dependent_rounds[(programs,)](
+                x, out, stride, ROUNDS=rounds, BLOCK=block, num_warps=4, num_stages=1
+            )
+        )
+        times, window = probe.timed(fn, method="events")
+        per_round = percentile(times, 50) / rounds
+        transfer = stride * 4 / read_roof if read_roof else 0.0
+        probe.record(
+            name,
+            max(per_round - transfer, 0.0),
+            "s",
+            f"{rounds} dependent rounds of {programs} x {block} int32 loads over "
+            f"{x.numel() * 4 / 2**20:.0f} MiB, events, time / rounds"
+            + (f" less {stride * 4 / 2**20:.1f} MiB at the read roof" if transfer else ""),
+            times,
+            window,
+            per_round_s=per_round,
+        )
+        del x, out
 
 
 def _chains(probe: _Probe, device, sms: int, max_clock_hz: float) -> None:
@@ -372,6 +388,7 @@ def _theory_constants(constants: dict, device: dict) -> dict:
         launch_s=value["launch_s"],
         launch_stream_s=value["launch_stream_s"],
         dram_latency_s=value["dram_latency_s"],
+        dram_latency_loaded_s=value["dram_latency_loaded_s"],
         exp2_per_clock_per_sm=value["exp2_per_clock_per_sm"],
         fma_per_clock_per_sm=value["fma_per_clock_per_sm"],
         writeback_s=value["writeback_s"],

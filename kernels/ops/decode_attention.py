@@ -23,7 +23,7 @@ from roofbench.kernels import sdpa
 from roofbench.kernels._util import num_sms
 from roofbench.kernels.ops.prefill_attention import llama_heads, power_of_two_head_dim
 from roofbench.kernels.registry import register_impl
-from roofbench.kernels.spec import OpCase, generator, randn, register_op
+from roofbench.kernels.spec import OpCase, generator, randn, register_op, vendor_then_copy
 from roofbench.theory import ops
 from roofbench.theory.ops import OpCost
 from roofbench.theory.tiers import Work
@@ -205,6 +205,7 @@ register_impl(
     _decode.decode_attention_reference,
     baseline=True,
     prepare=with_host_lengths(_decode.decode_attention_reference),
+    plan=vendor_then_copy("sdpa"),
     description="torch SDPA on the cache sliced to each length (native GQA)",
 )
 for _backend in sdpa.BACKENDS:
@@ -215,5 +216,6 @@ for _backend in sdpa.BACKENDS:
         _forced,
         prepare=with_host_lengths(_forced),
         available=lambda b=_backend: sdpa.unavailable(b),
+        plan=vendor_then_copy(f"sdpa_{_backend}"),
         description=f"torch SDPA forced to its {_backend} backend",
     )

@@ -18,7 +18,7 @@ from roofbench.kernels import gemm as _gemm
 from roofbench.kernels._util import linear_reference
 from roofbench.kernels.gemv import TOKENS_PER_DOT
 from roofbench.kernels.registry import register_impl
-from roofbench.kernels.spec import OpCase, generator, randn, register_op
+from roofbench.kernels.spec import OpCase, generator, randn, register_op, vendor_then_copy
 from roofbench.theory import ops
 from roofbench.theory.llm import MODELS
 from roofbench.theory.ops import OpCost
@@ -127,5 +127,6 @@ register_impl(
     "torch",
     linear_reference,
     baseline=True,
+    plan=vendor_then_copy("cublas"),
     description="torch.nn.functional.linear (cuBLAS on the GPU)",
 )

@@ -17,7 +17,7 @@ from roofbench.kernels import gemv as _gemv
 from roofbench.kernels._util import linear_reference, num_sms
 from roofbench.kernels.ops.gemm import GEMV_MAX_M, GemmCase, linear_sweep
 from roofbench.kernels.registry import register_impl
-from roofbench.kernels.spec import register_op
+from roofbench.kernels.spec import register_op, vendor_then_copy
 
 
 @register_op
@@ -64,5 +64,6 @@ register_impl(
     "torch",
     linear_reference,
     baseline=True,
+    plan=vendor_then_copy("cublas"),
     description="torch.nn.functional.linear (cuBLAS on the GPU)",
 )

@@ -20,7 +20,7 @@ import torch
 from roofbench.kernels import attention as _attention
 from roofbench.kernels import sdpa
 from roofbench.kernels.registry import register_impl
-from roofbench.kernels.spec import OpCase, generator, randn, register_op
+from roofbench.kernels.spec import OpCase, generator, randn, register_op, vendor_then_copy
 from roofbench.theory import ops
 from roofbench.theory.llm import MODELS
 from roofbench.theory.ops import OpCost
@@ -176,6 +176,7 @@ register_impl(
     "torch",
     _attention.attention_reference,
     baseline=True,
+    plan=vendor_then_copy("sdpa"),
     description="torch SDPA, the backend torch picks (native GQA)",
 )
 for _backend in sdpa.BACKENDS:
@@ -184,5 +185,6 @@ for _backend in sdpa.BACKENDS:
         f"sdpa_{_backend}",
         sdpa.forced(_backend, _attention.attention_reference),
         available=lambda b=_backend: sdpa.unavailable(b),
+        plan=vendor_then_copy(f"sdpa_{_backend}"),
         description=f"torch SDPA forced to its {_backend} backend",
     )
