@@ -214,6 +214,13 @@ def _add_report(sub) -> None:
         help="rewrite summary.md and the plots of a run folder from its records",
     )
     p.add_argument("run_dir")
+    p.add_argument(
+        "--retier",
+        action="store_true",
+        help="print the tier table with the tiers recomputed by this version's model (on the "
+        "run's calibration, or --calibration's); writes nothing",
+    )
+    p.add_argument("--calibration", metavar="FILE", help="with --retier: these constants")
 
 
 def _add_calibrate(sub) -> None:
@@ -336,6 +343,8 @@ def _report(args, console: Console) -> int:
     folder = Path(args.run_dir)
     if not (folder / "run.json").exists():
         raise ValueError(f"{folder} is not a run folder (no run.json)")
+    if args.retier:
+        return _retier(folder, args.calibration)
     if (folder / "records.csv").exists():
         write_reports(folder)
     elif (folder / RECORDS_CSV).exists():
@@ -363,6 +372,29 @@ def _calibrate(args, console: Console) -> int:
         Path(args.out).write_text(json.dumps(doc, indent=2, default=str))
         console.print(f"wrote {args.out}")
     return 0 if doc.get("calibration") else 1
+
+
+def _retier(folder: Path, calibration: str | None) -> int:
+    import json
+
+    from roofbench.bench.core.attribution import retier
+    from roofbench.bench.core.calibrate import calibration_of
+    from roofbench.bench.core.records import read_records
+    from roofbench.bench.sweep.tiers_report import tier_table
+    from roofbench.theory.roofline import Roof
+
+    meta = json.loads((folder / "run.json").read_text())
+    doc = json.loads(Path(calibration).read_text()) if calibration else meta.get("calibration")
+    if not doc or not doc.get("calibration"):
+        raise ValueError(f"{folder} has no calibration: give --calibration FILE")
+    cal, datasheet = calibration_of(doc), Roof(**meta["datasheet_roof"])
+    records = [
+        retier(r, cal, datasheet)
+        for r in read_records(folder / "records.csv")
+        if r.status == "ok" and r.measured_s and r.op not in ("copy", "matmul")
+    ]
+    print("\n".join(tier_table(records)))
+    return 0
 
 
 def _list(args, console: Console) -> int:

@@ -112,16 +112,19 @@ def run_predict(args, console: Console) -> int:
     from roofbench.bench.core.gpu import resolve_gpu
 
     model = load_model(args.model)
-    gpu = resolve_gpu(args.gpu)
-    roof = Roof.from_spec(gpu, args.dtype)
-    cal = None
+    cal, doc = None, None
     if getattr(args, "calibration", None):
         from roofbench.bench.core.calibrate import calibration_of
 
         path = Path(args.calibration)
         if not path.is_file():
             raise ValueError(f"--calibration {path}: no such file")
-        cal = calibration_of(json.loads(path.read_text()))
+        doc = json.loads(path.read_text())
+        cal = calibration_of(doc)
+    # The calibrated GPU's datasheet beside its calibration, unless --gpu names another.
+    gpu = resolve_gpu(args.gpu or (doc["device"]["name"] if doc else None))
+    roof = Roof.from_spec(gpu, args.dtype)
+    if cal is not None:
         # A whole phase mostly reads (weights, KV cache): the read roof is its bandwidth.
         roof = Roof(cal.matmul_burst_flops, cal.read_bytes_per_s, cal.launch_s, cal.source)
     prediction = predict(

@@ -42,7 +42,7 @@ class KernelLaunch:
         if self.splits > 1:
             parts.append(f"split {self.splits}")
         if self.partial_bytes:
-            parts.append(f"partial {self.partial_bytes:g}")
+            parts.append(f"partial {self.partial_bytes:.0f}")
         return " ".join(parts)
 
     @classmethod

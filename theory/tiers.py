@@ -228,26 +228,33 @@ def matmul_items(work: Work, plan: LaunchPlan | None) -> tuple[list[float], floa
     return [per_item] * (tiles * split), per_item * tiles * split
 
 
-def attention_items(work: Work, plan: LaunchPlan | None) -> list[float]:
+def attention_items(work: Work, plan: LaunchPlan | None) -> list[float] | None:
     """Scores computed per work item (one query block of one head): whole BLOCK_M x BLOCK_N
-    tiles up to the causal diagonal where the plan declares its tile, else the exact pairs of
-    each query row (no tile rounding), one item per (batch, head)."""
+    tiles up to the causal diagonal, where the plan declares its tile and there is more than one
+    query. None otherwise: the exact pairs are then spread evenly over the SMs (`scores`), since
+    an undeclared schedule is not ours to quantise (a decode kernel splits the keys, a vendor's
+    prefill its query blocks)."""
     tile = plan.kernels[0].tile if plan is not None and plan.kernels[0].tile else ()
-    heads = work.batch * work.heads
+    if len(tile) < 2 or work.q_len <= 1:
+        return None
+    bm, bn = tile[0], tile[1]
     offset = work.kv_len - work.q_len  # queries are the last q_len positions
-    if len(tile) >= 2 and work.q_len > 1:
-        bm, bn = tile[0], tile[1]
-        items = []
-        for block in range(math.ceil(work.q_len / bm)):
-            last_row = min(work.q_len, (block + 1) * bm) - 1
-            keys = offset + last_row + 1 if work.causal else work.kv_len
-            items.append(float(bm * bn * math.ceil(keys / bn)))
-        return items * heads
+    items = []
+    for block in range(math.ceil(work.q_len / bm)):
+        last_row = min(work.q_len, (block + 1) * bm) - 1
+        keys = offset + last_row + 1 if work.causal else work.kv_len
+        items.append(float(bm * bn * math.ceil(keys / bn)))
+    return items * (work.batch * work.heads)
+
+
+def scores(work: Work) -> float:
+    """The exact (query, key) pairs of all heads: S(S+1)/2 causal for q_len = kv_len = S."""
+    offset = work.kv_len - work.q_len
     if work.causal:
         pairs = work.q_len * offset + work.q_len * (work.q_len + 1) / 2
     else:
         pairs = work.q_len * work.kv_len
-    return [float(pairs)] * heads
+    return float(pairs) * work.batch * work.heads
 
 
 def exp_s(scores: float, cal: Calibration) -> float:
@@ -277,13 +284,15 @@ def _compute_tiers(work: Work, plan, rate: float, cal: Calibration) -> tuple[flo
         t = makespan_s([f / per_sm for f in per_item], cal.sms)
         return t, t, {"compute": t, "exp": 0.0, "alu": 0.0}
     if work.kind == "attention":
-        scores = attention_items(work, plan)
+        items = attention_items(work, plan)
+        # Without a declared tile: the exact pairs as one item per SM, evenly spread.
+        items = items if items is not None else [scores(work) / cal.sms] * cal.sms
         overlapped = plan is not None and plan.exp_overlapped
         ops = plan.alu_ops_per_score if plan is not None else 0.0
         flops_per_score = 4.0 * work.head_dim
-        tensor = [s * flops_per_score / per_sm for s in scores]
-        exps = [exp_s(s, cal) for s in scores]
-        alus = [alu_s(s, ops, cal) for s in scores]
+        tensor = [s * flops_per_score / per_sm for s in items]
+        exps = [exp_s(s, cal) for s in items]
+        alus = [alu_s(s, ops, cal) for s in items]
 
         def item(t, e, a=0.0):
             return max(t, e + a) if overlapped else t + e + a

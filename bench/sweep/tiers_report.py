@@ -189,21 +189,27 @@ def where_time_goes_figure(records: Sequence[Record]) -> Figure:
         ax = fig.add_subplot(1, len(ops), i)
         impls = sorted(impl for o, impl in data if o == op)
         for x, impl in enumerate(impls):
-            bottom = 0.0
-            for term in (*TERMS, "residual"):
+            bottom, first = 0.0, x == 0 and i == 1
+            for term in TERMS:
                 value = data[(op, impl)][term]
-                height = abs(value)
-                hatch = "//" if term == "residual" else None
-                label = term if x == 0 and i == 1 else None
-                ax.bar(x, height, bottom=bottom, color=TERM_COLORS[term], edgecolor="k",
-                       hatch=hatch, label=label, lw=0.5)  # fmt: skip
-                bottom += height
+                ax.bar(x, value, bottom=bottom, color=TERM_COLORS[term], edgecolor="k",
+                       label=term if first else None, lw=0.5)  # fmt: skip
+                bottom += value
+            residual = data[(op, impl)]["residual"]
+            # Under-predicted: the unexplained time tops the stack up to 1. Over-predicted: the
+            # stack passes 1, and the part above it is what the model charges too much.
+            base, hatch = (bottom, "//") if residual >= 0 else (1.0, "xx")
+            label = ("unexplained" if residual >= 0 else "over-charged") if first else None
+            ax.bar(x, abs(residual), bottom=base, color="none", edgecolor="k", hatch=hatch,
+                   lw=0.5, label=label)  # fmt: skip
         ax.set_xticks(range(len(impls)), impls, rotation=30, ha="right", fontsize=8)
         ax.set_title(op, fontsize=10)
         ax.axhline(1.0, color="k", lw=0.8, ls="--")
         ax.set_ylabel("mean share of the measured time" if i == 1 else "")
-    fig.legend(loc="upper center", ncol=len(TERMS) + 1, fontsize=8)
-    fig.suptitle("Where the time goes (top tier; hatched: residual)", y=1.06)
+    fig.legend(loc="lower center", ncol=len(TERMS) + 1, fontsize=8, bbox_to_anchor=(0.5, -0.12))
+    fig.suptitle(
+        "Where the time goes (top tier): // time no term explains, xx time the model over-charges"
+    )
     return fig
 
 

@@ -155,12 +155,25 @@ def test_causal_attention_tiles_stop_at_the_diagonal():
     work = prefill(1, 2, 2, 256, 64)
     tiled = plan(KernelLaunch("fwd", tile=(128, 64)))
     assert tiers.attention_items(work, tiled) == [128 * 64 * 2.0, 128 * 64 * 4.0] * 2
-    assert tiers.attention_items(work, None) == [256 * 257 / 2] * 2
+    # No declared tile: no items to schedule; the exact causal pairs of both heads.
+    assert tiers.attention_items(work, None) is None
+    assert tiers.scores(work) == 256 * 257 / 2 * 2
 
 
 @pytest.mark.parametrize("attn_plan", [None, ATTN_PLAN])
 def test_decode_executes_one_score_per_cached_key(attn_plan):
-    assert tiers.attention_items(decode(3, 4, 4, 1000, 64), attn_plan) == [1000.0] * 12
+    work = decode(3, 4, 4, 1000, 64)
+    assert tiers.attention_items(work, attn_plan) is None  # one query: keys spread evenly
+    assert tiers.scores(work) == 1000.0 * 12
+
+
+def test_an_undeclared_schedule_spreads_the_scores_over_every_sm():
+    """Batch 1 with 2 heads must not run on 2 SMs of 132 when nothing declares so."""
+    work = prefill(1, 2, 2, 4096, 128)
+    got = predict(work, "graph", None, 0.0)
+    per_sm_s = tiers.scores(work) * (4 * 128 / (CAL.matmul_sustained_flops / CAL.sms))
+    per_sm_s += tiers.exp_s(tiers.scores(work), CAL)
+    assert got.terms["compute"] + got.terms["exp"] == pytest.approx(per_sm_s / CAL.sms, rel=1e-9)
 
 
 # --- predict -----------------------------------------------------------------------------------
