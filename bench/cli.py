@@ -428,10 +428,17 @@ def main(argv: list[str] | None = None) -> int:
             "calibrate": _calibrate,
         }
         return commands[args.command](args, console)
-    except (ValueError, KeyError) as err:
-        message = err.args[0] if err.args else str(err)
+    except (ValueError, KeyError, OSError) as err:
+        message = err.args[0] if err.args and isinstance(err, ValueError | KeyError) else str(err)
         print(f"roofbench {args.command}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception as err:
+        from roofbench.bench.sweep.run import Interrupted
+
+        if isinstance(err, Interrupted):
+            print(f"roofbench {args.command}: interrupted ({err})", file=sys.stderr)
+            return err.code
+        raise
 
 
 if __name__ == "__main__":

@@ -16,21 +16,49 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def commit() -> str:
-    """The source revision: $ROOFBENCH_COMMIT if set (a copied tree has no .git), else git's."""
-    if os.environ.get("ROOFBENCH_COMMIT"):
-        return os.environ["ROOFBENCH_COMMIT"]
+SOURCE_ROOT = Path(__file__).resolve().parents[2]  # the checkout: theory/, kernels/, bench/
+
+
+def _git(*args: str) -> str | None:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            cwd=Path(__file__).resolve().parent,
+            ["git", *args], capture_output=True, text=True, timeout=10, cwd=SOURCE_ROOT
         )
     except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def is_roofbench_checkout(root: Path) -> bool:
+    """True when `root` is roofbench's own source tree (its pyproject names roofbench)."""
+    pyproject = root / "pyproject.toml"
+    try:
+        return 'name = "roofbench"' in pyproject.read_text()
+    except OSError:
+        return False
+
+
+def commit() -> str:
+    """roofbench's own source revision: $ROOFBENCH_COMMIT if set (a copied tree has no .git),
+    else git's for the checkout roofbench runs from, but only when that checkout is roofbench's
+    (an installed copy inside some other repository must not record that repository's)."""
+    if os.environ.get("ROOFBENCH_COMMIT"):
+        return os.environ["ROOFBENCH_COMMIT"]
+    top = _git("rev-parse", "--show-toplevel")
+    if not top or Path(top).resolve() != SOURCE_ROOT or not is_roofbench_checkout(SOURCE_ROOT):
         return "unknown"
-    return out.stdout.strip() if out.returncode == 0 else "unknown"
+    return _git("rev-parse", "--short=12", "HEAD") or "unknown"
+
+
+def version() -> str:
+    """roofbench's installed version."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("roofbench")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def versions() -> dict:
@@ -42,7 +70,12 @@ def versions() -> dict:
         triton_version = triton.__version__
     except ImportError:
         triton_version = ""
-    return {"torch": torch.__version__, "triton": triton_version, "commit": commit()}
+    return {
+        "torch": torch.__version__,
+        "triton": triton_version,
+        "commit": commit(),
+        "roofbench": version(),
+    }
 
 
 def roof_dict(roof: Roof | None) -> dict | None:

@@ -87,7 +87,7 @@ def base_record(case: OpCase, impl: str, ctx: RunContext) -> Record:
     return cost_record(case.id, case.op, impl, case.dtype, case.cost(), ctx, **case.shape_fields())
 
 
-_IDENTITY = ("gpu", "driver", "torch", "triton", "commit", "timestamp", "sweep")
+_IDENTITY = ("gpu", "driver", "torch", "triton", "commit", "timestamp", "sweep", "roofbench")
 
 
 def fill_timing(record: Record, stats: TimingStats, roof: Roof) -> Record:

@@ -92,6 +92,7 @@ class Record:
     residual_s: float | None = None
     error_roofline: float | None = None
     roof_violation: bool | None = None
+    roofbench: str = ""  # roofbench's version (`commit` is its source revision)
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -111,6 +112,7 @@ APPENDED = (
     "residual_s",
     "error_roofline",
     "roof_violation",
+    "roofbench",
 )
 _TYPES = {f.name: f.type for f in fields(Record)}
 
@@ -169,13 +171,46 @@ class RecordWriter:
 
 
 def read_records(path: str | os.PathLike) -> list[Record]:
-    """Records from a CSV written by `RecordWriter`; columns it does not know are ignored."""
-    with Path(path).open(newline="") as file:
-        rows = list(csv.DictReader(file))
+    """Records from a CSV written by `RecordWriter`; columns it does not know are ignored.
+
+    A file that is not such a CSV (another file, a directory, a cell that does not parse)
+    raises ValueError naming the file and the row.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory, not a records CSV")
+    try:
+        with path.open(newline="", encoding="utf-8") as file:
+            rows = list(csv.DictReader(file))
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise ValueError(f"{path}: not a records CSV ({err})") from None
     missing = [c for c in COLUMNS if rows and c not in rows[0] and c not in APPENDED]
     if missing:
         raise ValueError(f"{path}: missing columns {', '.join(missing)}")
-    return [Record(**{n: _parse(n, row[n]) for n in COLUMNS if n in row}) for row in rows]
+    records = []
+    for line, row in enumerate(rows, 2):
+        try:
+            records.append(
+                Record(**{n: _parse(n, row[n]) for n in COLUMNS if row.get(n) is not None})
+            )
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path} row {line}: {err}") from None
+    return records
+
+
+def drop_partial_row(path: str | os.PathLike) -> str | None:
+    """Cut a last row a killed writer left without its newline; returns what was dropped (None
+    when the file ends cleanly), so that appended rows never glue onto a cut one."""
+    path = Path(path)
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    data = path.read_bytes()
+    if data.endswith(b"\n"):
+        return None
+    cut = data.rfind(b"\n") + 1
+    with path.open("r+b") as file:
+        file.truncate(cut)
+    return data[cut:].decode("utf-8", "replace")
 
 
 def replace(record: Record, **changes) -> Record:

@@ -343,8 +343,15 @@ def write_report(folder: str | Path) -> None:
     from roofbench.bench.model.plots import write_plots
 
     folder = Path(folder)
-    meta = json.loads((folder / "run.json").read_text())
+    try:
+        meta = json.loads((folder / "run.json").read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{folder}/run.json is not JSON ({err})") from None
+    if not isinstance(meta, dict) or "configs" not in meta:
+        raise ValueError(f"{folder}/run.json is not a model run's description")
     path = folder / RECORDS_CSV
     records = read_records(path) if path.exists() else []
+    if path.exists() and not records:
+        raise ValueError(f"{path} holds no records: nothing to report")
     (folder / SUMMARY_MD).write_text(summarize(records, meta))
     write_plots(folder, records, meta)

@@ -7,8 +7,11 @@ holds the predictions only, and the summary says that measuring needs a GPU.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,7 +19,12 @@ from pathlib import Path
 from rich.console import Console
 
 from roofbench.bench.core.identity import roof_dict, roof_from, utc_now, versions, write_meta
-from roofbench.bench.core.records import RecordWriter, progress_line, read_records
+from roofbench.bench.core.records import (
+    RecordWriter,
+    drop_partial_row,
+    progress_line,
+    read_records,
+)
 from roofbench.bench.sweep import plot, report, tiers_report
 from roofbench.kernels import catalog, registry
 from roofbench.kernels.spec import OpCase
@@ -29,9 +37,76 @@ NO_GPU_NOTE = (
 )
 
 
-def run_folder(out: str | os.PathLike, gpu: GpuSpec, started: datetime) -> Path:
-    stamp = started.strftime("%Y%m%dT%H%M%SZ")
-    return Path(out) / gpu.slug / stamp
+def run_folder(out: str | os.PathLike, gpu: GpuSpec, started: datetime, prefix: str = "") -> Path:
+    """A new folder out/<gpu-slug>/<prefix><UTC time>, created here; a second run in the same
+    second gets -2, -3, ... (mkdir is the lock: two runs never share a folder)."""
+    parent = Path(out) / gpu.slug
+    parent.mkdir(parents=True, exist_ok=True)
+    stamp = prefix + started.strftime("%Y%m%dT%H%M%SZ")
+    for n in range(1, 1000):
+        folder = parent / (stamp if n == 1 else f"{stamp}-{n}")
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        return folder
+    raise ValueError(f"{parent}: too many runs named {stamp}")
+
+
+class Interrupted(Exception):  # noqa: N818 - a signal, not an error
+    """SIGINT or SIGTERM arrived; `code` is the shell's exit code for it (130 or 143)."""
+
+    def __init__(self, signum: int):
+        self.signum, self.code = signum, 128 + signum
+        super().__init__(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def interruptible():
+    """SIGINT and SIGTERM raise Interrupted inside the block (so the rows written are kept and
+    the summary written); the previous handlers come back after it."""
+
+    def handler(signum, frame):
+        raise Interrupted(signum)
+
+    old = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    installed = threading.current_thread() is threading.main_thread()
+    if installed:
+        for sig in old:
+            signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        if installed:
+            for sig, previous in old.items():
+                signal.signal(sig, previous)
+
+
+def check_resume(folder: Path, sweep: str, gpu_name: str | None) -> dict:
+    """run.json of a kernel run `folder` that this run may finish; ValueError (one line) for a
+    model run, another sweep, GPU or roofbench version, or no GPU here."""
+    from roofbench.bench.core.identity import version
+
+    if not (folder / "run.json").is_file():
+        raise ValueError(f"{folder} is not a run folder (no run.json)")
+    try:
+        meta = json.loads((folder / "run.json").read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{folder}/run.json is not JSON ({err})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{folder}/run.json is not a run's description")
+    if (folder / "model_records.csv").exists() or "model" in meta:
+        raise ValueError(f"{folder} is a model run: resume it with roofbench model")
+    if gpu_name is None:
+        raise ValueError(f"resuming {folder} needs the GPU it was measured on; torch sees none")
+    for key, here in (("sweep", sweep), ("gpu", gpu_name), ("roofbench", version())):
+        if meta.get(key) != here:
+            raise ValueError(
+                f"{folder} is a run of {key} {meta.get(key)!r}, not {here!r}: start a new run"
+            )
+    if not meta.get("measured_roof"):
+        raise ValueError(f"{folder} holds predictions only: there is nothing measured to finish")
+    return meta
 
 
 def tasks(cases: list[OpCase], impls: tuple[str, ...] | None) -> list[tuple[OpCase, str]]:
@@ -75,9 +150,18 @@ def calibrated_roofs(meta: dict) -> dict[str, Roof]:
 
 
 def write_reports(folder: Path, note: str = "") -> None:
-    """summary.md and the two plots from the folder's records.csv and run.json."""
-    meta = json.loads((folder / "run.json").read_text())
+    """summary.md and the plots from the folder's records.csv and run.json. A folder whose
+    records or run.json cannot be read, or hold nothing, raises ValueError before any file is
+    written: a good summary is never replaced by an empty one."""
+    try:
+        meta = json.loads((folder / "run.json").read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{folder}/run.json is not JSON ({err})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{folder}/run.json is not a run's description")
     records = read_records(folder / "records.csv")
+    if not records:
+        raise ValueError(f"{folder}/records.csv holds no records: nothing to report")
     datasheet = roof_from(meta.get("datasheet_roof"))
     measured = roof_from(meta.get("measured_roof"))
     text = report.summarize(
@@ -218,8 +302,11 @@ def measure_sweep(
     datasheet = Roof.from_spec(gpu)
     ceilings = None
     if meta_path.exists():  # resuming: keep the ceilings the run started with
-        meta = json.loads(meta_path.read_text())
+        meta = check_resume(folder, sweep, gpu_name)
         measured = roof_from(meta["measured_roof"])
+        cut = drop_partial_row(folder / "records.csv")
+        if cut is not None:
+            console.print(f"[yellow]dropped a row cut mid-line: {cut[:60]!r}[/]")
         console.print(f"resuming {folder}: {len(_done(folder))} measurements already there")
     else:
         started = {"telemetry": telemetry, "driver": info.driver_version}
@@ -233,21 +320,32 @@ def measure_sweep(
     done = _done(folder)
     todo = [(c, i) for c, i in tasks(cases, impls) if (c.id, i) not in done]
     device = torch.device("cuda", torch.cuda.current_device())
-    with RecordWriter(folder / "records.csv") as writer:
-        if ceilings is not None:
-            ctx.identity["timestamp"] = meta["started"]
-            for record in ceiling_records(ceilings, ctx):
+    written = 0
+    try:
+        with interruptible(), RecordWriter(folder / "records.csv") as writer:
+            if ceilings is not None:
+                ctx.identity["timestamp"] = meta["started"]
+                for record in ceiling_records(ceilings, ctx):
+                    writer.write(record)
+            for index, (case, impl) in enumerate(todo, 1):
+                ctx.identity["timestamp"] = utc_now()
+                record = measure(case, impl, ctx, device)
                 writer.write(record)
-        for index, (case, impl) in enumerate(todo, 1):
-            ctx.identity["timestamp"] = utc_now()
-            record = measure(case, impl, ctx, device)
-            writer.write(record)
-            console.print(f"[{index}/{len(todo)}] {progress_line(record)}", highlight=False)
-    meta["wall_time_s"] = meta.get("wall_time_s", 0.0) + time.perf_counter() - began
-    meta["finished"] = utc_now()
-    write_meta(folder, meta)
-    telemetry.close()
-    write_reports(folder)
+                written = index
+                console.print(f"[{index}/{len(todo)}] {progress_line(record)}", highlight=False)
+    except Interrupted as stop:
+        meta["interrupted"] = f"{stop} after {written} of {len(todo)} measurements"
+        console.print(
+            f"[yellow]{stop}: {written} of {len(todo)} measurements written; finish with "
+            f"roofbench run --sweep {sweep} --resume {folder}[/]"
+        )
+        raise
+    finally:
+        meta["wall_time_s"] = meta.get("wall_time_s", 0.0) + time.perf_counter() - began
+        meta["finished"] = utc_now()
+        write_meta(folder, meta)
+        telemetry.close()
+        write_reports(folder)
 
 
 def run(
@@ -270,6 +368,8 @@ def run(
 
     console = console or Console()
     gpu = resolve_gpu(None)
+    if resume and not torch.cuda.is_available():
+        check_resume(Path(resume), sweep, None)  # refuses: nothing is resumed without a GPU
     folder = Path(resume) if resume else run_folder(out, gpu, datetime.now(timezone.utc))
     if not torch.cuda.is_available():
         predictions_only(cases, impls, gpu, folder, sweep, console)
