@@ -147,6 +147,12 @@ def _add_run(sub) -> None:
     p.add_argument(
         "--no-calibration", action="store_true", help="no tiered model: the roofline only"
     )
+    p.add_argument(
+        "--gpu",
+        metavar="SLUG",
+        help=f"without a GPU: the GPU to predict for ({', '.join(GPUS)} or an NVML name; "
+        "default h100-sxm); written under OUT/predicted/",
+    )
 
 
 def _add_compare(sub) -> None:
@@ -284,6 +290,7 @@ def _run(args, console: Console) -> int:
         resume=args.resume,
         gpm=not args.no_gpm,
         calibration=False if args.no_calibration else args.calibration,
+        gpu_slug=args.gpu,
     )
     console.print(f"wrote {folder}")
     print(folder)
@@ -356,59 +363,22 @@ def _report(args, console: Console) -> int:
 
 
 def _calibrate(args, console: Console) -> int:
-    import json
+    from roofbench.bench.commands import calibrate_command
 
-    import torch
-
-    from roofbench.bench.core.calibrate import load_or_calibrate
-    from roofbench.bench.core.telemetry import Telemetry
-
-    if not torch.cuda.is_available():
-        raise ValueError("calibrating needs a CUDA GPU; torch sees none")
-    with Telemetry(torch.cuda.current_device()) as telemetry:
-        doc = load_or_calibrate(None, telemetry, console, use_cache=not args.no_cache)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(doc, indent=2, default=str))
-        console.print(f"wrote {args.out}")
-    return 0 if doc.get("calibration") else 1
+    return calibrate_command(args, console)
 
 
 def _retier(folder: Path, calibration: str | None) -> int:
-    import json
+    from roofbench.bench.commands import retier_command
 
-    from roofbench.bench.core.attribution import retier
-    from roofbench.bench.core.calibrate import calibration_of
-    from roofbench.bench.core.records import read_records
-    from roofbench.bench.sweep.tiers_report import tier_table
-    from roofbench.theory.roofline import Roof
-
-    meta = json.loads((folder / "run.json").read_text())
-    doc = json.loads(Path(calibration).read_text()) if calibration else meta.get("calibration")
-    if not doc or not doc.get("calibration"):
-        raise ValueError(f"{folder} has no calibration: give --calibration FILE")
-    cal, datasheet = calibration_of(doc), Roof(**meta["datasheet_roof"])
-    records = [
-        retier(r, cal, datasheet)
-        for r in read_records(folder / "records.csv")
-        if r.status == "ok" and r.measured_s and r.op not in ("copy", "matmul")
-    ]
-    print("\n".join(tier_table(records)))
-    return 0
+    return retier_command(folder, calibration)
 
 
 def _list(args, console: Console) -> int:
-    from roofbench.bench.listing import listing, render_listing
+    from roofbench.bench.commands import list_command
 
     load_plugins(args)
-    data = listing()
-    if args.json:
-        import json
-
-        print(json.dumps(data, indent=2))
-    else:
-        render_listing(data, console)
-    return 0
+    return list_command(args, console)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -91,3 +91,17 @@ def write_meta(folder: Path, meta: dict) -> None:
     tmp = folder / "run.json.tmp"
     tmp.write_text(json.dumps(meta, indent=2, default=str))
     tmp.replace(folder / "run.json")
+
+
+def unique_folder(parent: Path, name: str) -> Path:
+    """A new folder parent/name, created here; a second run of the same name (the same second)
+    gets -2, -3, ...: mkdir is the lock, so two runs never share a folder."""
+    parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        folder = parent / (name if n == 1 else f"{name}-{n}")
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        return folder
+    raise ValueError(f"{parent}: too many runs named {name}")

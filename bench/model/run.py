@@ -40,7 +40,13 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-from roofbench.bench.core.identity import roof_dict, utc_now, versions, write_meta
+from roofbench.bench.core.identity import (
+    roof_dict,
+    unique_folder,
+    utc_now,
+    versions,
+    write_meta,
+)
 from roofbench.bench.core.records import Record, RecordWriter, progress_line
 from roofbench.bench.model.measure import MIN_SAMPLES, MeasureContext, ModelBench
 from roofbench.bench.model.points import (
@@ -140,7 +146,7 @@ def run_model(
         else gpu.memory_gb * 1e9
     )
     # The name the device reports, as the kernel sweep records it; the table's name without one.
-    gpu_name = torch.cuda.get_device_name() if cuda else gpu.name
+    gpu_name = torch.cuda.get_device_name() if cuda else f"predicted for {gpu.name}"
     auto = layers is None
     layers = min(layers or fitting_layers(full, memory_bytes), full.num_layers)
     config = full if layers == full.num_layers else full.with_layers(layers)
@@ -156,8 +162,9 @@ def run_model(
         for b in backends
     ]
     started = datetime.now(timezone.utc)
-    folder = Path(out_dir) / gpu.slug / f"model-{slug(full.name)}-{started:%Y%m%dT%H%M%SZ}"
-    folder.mkdir(parents=True, exist_ok=True)
+    # Predictions only (no GPU) go under out/predicted/, where no committed-results check looks.
+    root = Path(out_dir) if cuda else Path(out_dir) / "predicted"
+    folder = unique_folder(root / gpu.slug, f"model-{slug(full.name)}-{started:%Y%m%dT%H%M%SZ}")
     datasheet = Roof.from_spec(gpu)
     meta = {
         "model": full.name,

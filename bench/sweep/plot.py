@@ -49,7 +49,10 @@ ROOF_STYLES = {
 
 
 def _time_s(record: Record, predicted: bool) -> float | None:
-    return record.predicted_s if predicted else record.measured_s
+    if not predicted:
+        return record.measured_s
+    # A predictions-only run has no measured roof: its prediction is the datasheet's.
+    return record.predicted_s or record.predicted_datasheet_s
 
 
 def plotted(records: Sequence[Record]) -> tuple[list[Record], bool]:
@@ -61,7 +64,7 @@ def plotted(records: Sequence[Record]) -> tuple[list[Record], bool]:
     measured = [r for r in records if r.status == "ok" and (r.measured_s or 0) > 0]
     if measured:
         return measured, False
-    return [r for r in records if r.status != "failed" and (r.predicted_s or 0) > 0], True
+    return [r for r in records if r.status != "failed" and (_time_s(r, True) or 0) > 0], True
 
 
 def tflops(record: Record, predicted: bool) -> float | None:

@@ -18,7 +18,14 @@ from pathlib import Path
 
 from rich.console import Console
 
-from roofbench.bench.core.identity import roof_dict, roof_from, utc_now, versions, write_meta
+from roofbench.bench.core.identity import (
+    roof_dict,
+    roof_from,
+    unique_folder,
+    utc_now,
+    versions,
+    write_meta,
+)
 from roofbench.bench.core.records import (
     RecordWriter,
     drop_partial_row,
@@ -31,26 +38,19 @@ from roofbench.kernels.spec import OpCase
 from roofbench.theory.hardware import GpuSpec
 from roofbench.theory.roofline import Roof
 
-NO_GPU_NOTE = (
-    "No CUDA GPU is visible to torch: this report holds the roofline predictions only "
-    "(datasheet roof). Measuring needs a GPU."
-)
+PREDICTED = "predicted"  # predictions-only runs go under out/predicted/, apart from measured ones
+
+
+def no_gpu_note(gpu: GpuSpec) -> str:
+    return (
+        f"Predicted for {gpu.name}: no CUDA GPU is visible to torch, so this report holds the "
+        "roofline predictions only (datasheet roof). Nothing here was measured."
+    )
 
 
 def run_folder(out: str | os.PathLike, gpu: GpuSpec, started: datetime, prefix: str = "") -> Path:
-    """A new folder out/<gpu-slug>/<prefix><UTC time>, created here; a second run in the same
-    second gets -2, -3, ... (mkdir is the lock: two runs never share a folder)."""
-    parent = Path(out) / gpu.slug
-    parent.mkdir(parents=True, exist_ok=True)
-    stamp = prefix + started.strftime("%Y%m%dT%H%M%SZ")
-    for n in range(1, 1000):
-        folder = parent / (stamp if n == 1 else f"{stamp}-{n}")
-        try:
-            folder.mkdir()
-        except FileExistsError:
-            continue
-        return folder
-    raise ValueError(f"{parent}: too many runs named {stamp}")
+    """A new folder out/<gpu-slug>/<prefix><UTC time> (unique: see identity.unique_folder)."""
+    return unique_folder(Path(out) / gpu.slug, prefix + started.strftime("%Y%m%dT%H%M%SZ"))
 
 
 class Interrupted(Exception):  # noqa: N818 - a signal, not an error
@@ -199,9 +199,11 @@ def predictions_only(
     from roofbench.bench.core.measure import RunContext, base_record
 
     roof = Roof.from_spec(gpu)
+    label = f"predicted for {gpu.name}"
     meta = {
         "sweep": sweep,
-        "gpu": gpu.name,
+        "gpu": label,
+        "predicted_for": gpu.name,
         "gpu_slug": gpu.slug,
         "started": utc_now(),
         "datasheet_roof": roof_dict(roof),
@@ -209,11 +211,11 @@ def predictions_only(
         "ceilings": None,
         **versions(),
         **run_identity(cases, impls),
-        "note": NO_GPU_NOTE,
+        "note": no_gpu_note(gpu),
     }
     folder.mkdir(parents=True, exist_ok=True)
     write_meta(folder, meta)
-    identity = {"gpu": gpu.name, "timestamp": meta["started"], "sweep": sweep, **versions()}
+    identity = {"gpu": label, "timestamp": meta["started"], "sweep": sweep, **versions()}
     ctx = RunContext(roof, roof, telemetry=None, rule=None, identity=identity)
     with RecordWriter(folder / "records.csv") as writer:
         for case, impl in tasks(cases, impls):
@@ -223,8 +225,8 @@ def predictions_only(
             writer.write(record)
     meta["wall_time_s"] = 0.0
     write_meta(folder, meta)
-    write_reports(folder, note=NO_GPU_NOTE)
-    console.print(f"[yellow]{NO_GPU_NOTE}[/]")
+    write_reports(folder, note=no_gpu_note(gpu))
+    console.print(f"[yellow]{no_gpu_note(gpu)}[/]")
 
 
 def _start_meta(folder: Path, sweep, gpu, info, gpu_name, datasheet, cases, impls, console, gpm):
@@ -358,6 +360,7 @@ def run(
     resume: str | None = None,
     gpm: bool = True,
     calibration: str | bool | None = None,
+    gpu_slug: str | None = None,
 ) -> Path:
     """Measure (or, with no GPU, predict) `cases` for the implementations named in `impls`
     (None: every registered one); returns the run folder. `calibration`: a calibration file,
@@ -367,12 +370,20 @@ def run(
     from roofbench.bench.core.gpu import resolve_gpu
 
     console = console or Console()
-    gpu = resolve_gpu(None)
-    if resume and not torch.cuda.is_available():
+    cuda = torch.cuda.is_available()
+    if gpu_slug and cuda:
+        raise ValueError(
+            "--gpu names the GPU of a predictions-only run; this one measures the GPU here"
+        )
+    gpu = resolve_gpu(gpu_slug)
+    if resume and not cuda:
         check_resume(Path(resume), sweep, None)  # refuses: nothing is resumed without a GPU
-    folder = Path(resume) if resume else run_folder(out, gpu, datetime.now(timezone.utc))
-    if not torch.cuda.is_available():
+    now = datetime.now(timezone.utc)
+    if not cuda:
+        # Where no committed-results check looks, and labelled as predictions throughout.
+        folder = run_folder(Path(out) / PREDICTED, gpu, now)
         predictions_only(cases, impls, gpu, folder, sweep, console)
     else:
+        folder = Path(resume) if resume else run_folder(out, gpu, now)
         measure_sweep(cases, impls, folder, sweep, console, time_cap_s, gpm, calibration)
     return folder

@@ -1,5 +1,6 @@
 """`roofbench run`, `compare` and `report`, and `pytest bench`, through subprocesses on a CPU."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ import torch
 from roofbench.bench.core.records import Record, RecordWriter, read_records
 from roofbench.bench.sweep.cases import sweep
 from roofbench.bench.sweep.run import tasks
+from roofbench.theory.hardware import get_gpu
 
 ROOT = Path(__file__).resolve().parents[2]
 CPU_ONLY = pytest.mark.skipif(
@@ -31,7 +33,8 @@ def test_run_without_a_gpu_writes_a_predictions_only_report(tmp_path):
     result = roofbench("run", "--sweep", "quick", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     folder = Path(result.stdout.strip().splitlines()[-1])
-    assert folder.parent.parent == tmp_path
+    # Apart from measured runs (no committed-results check reads out/predicted/), labelled.
+    assert folder.parent.parent == tmp_path / "predicted"
     for name in ("records.csv", "run.json", "summary.md", "roofline.png", "prefill_vs_decode.png"):
         assert (folder / name).stat().st_size > 0, name
     records = read_records(folder / "records.csv")
@@ -39,8 +42,24 @@ def test_run_without_a_gpu_writes_a_predictions_only_report(tmp_path):
     assert {r.impl for r in records} >= {"triton", "torch", "sdpa_flash", "sdpa_cudnn"}
     assert {r.status for r in records} == {"skipped"}
     assert all(r.predicted_datasheet_s > 0 and r.measured_s is None for r in records)
-    assert "Measuring needs a GPU" in (folder / "summary.md").read_text()
-    assert "needs a GPU" in result.stdout.replace("\n", " ")
+    assert "Nothing here was measured" in (folder / "summary.md").read_text()
+    assert "Predicted for NVIDIA H100" in result.stdout.replace("\n", " ")
+    assert all(r.gpu.startswith("predicted for ") for r in records)
+
+
+@CPU_ONLY
+def test_predictions_choose_their_gpu_and_plot_the_predictions(tmp_path):
+    result = roofbench("run", "--ops", "gemv", "--gpu", "h200", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    folder = Path(result.stdout.strip().splitlines()[-1])
+    assert folder.parent == tmp_path / "predicted" / "h200"
+    meta = json.loads((folder / "run.json").read_text())
+    h200 = get_gpu("h200").name
+    assert meta["gpu"] == f"predicted for {h200}" and meta["predicted_for"] == h200
+    from roofbench.bench.sweep.plot import plotted
+
+    points, predicted = plotted(read_records(folder / "records.csv"))
+    assert predicted and len(points) == len(read_records(folder / "records.csv"))
 
 
 @pytest.mark.parametrize(

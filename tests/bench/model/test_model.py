@@ -227,7 +227,9 @@ def no_gpu(monkeypatch):
 def test_predictions_only_run_writes_records_summary_and_plots(tmp_path, no_gpu):
     folder = bm.run_model("llama3-8b", None, "quick", tmp_path, console=quiet())
     spec = resolve_gpu(None)
-    assert folder.parent == tmp_path / spec.slug and folder.name.startswith("model-llama3-8b-")
+    # Predictions live apart from measured runs, labelled as predictions.
+    assert folder.parent == tmp_path / "predicted" / spec.slug
+    assert folder.name.startswith("model-llama3-8b-")
     records = read_records(folder / pts.RECORDS_CSV)
     points = pts.sweep_points(pts.SWEEPS["quick"])
     assert len(records) == 2 * len(points)
