@@ -171,6 +171,13 @@ def _add_compare(sub) -> None:
         help="threshold for a case throttled (power or thermal cap) in either run: its clock "
         "moves between batches (default 15%%)",
     )
+    p.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="a case of BASE that NEW lacks or skipped does not fail the comparison",
+    )
+    p.add_argument("--allow-other-gpu", action="store_true", help="compare runs of two GPUs")
+    p.add_argument("--format", choices=("table", "markdown", "csv", "json"), default="table")
 
 
 def _add_model(sub) -> None:
@@ -299,23 +306,30 @@ def _run(args, console: Console) -> int:
 
 def _compare(args, console: Console) -> int:
     from roofbench.bench.compare import (
+        check_same_gpu,
         compare,
         exit_code,
+        identity,
         load_results,
         parse_threshold,
         render_comparison,
+        render_text,
     )
 
     threshold = parse_threshold(args.threshold)
     throttled_threshold = parse_threshold(args.throttled_threshold)
-    for path in (args.base, args.new):
-        if not Path(path).is_file():
-            raise ValueError(f"{path}: no such file")
-    comparisons = compare(
-        load_results(args.base), load_results(args.new), threshold, throttled_threshold
-    )
-    render_comparison(comparisons, console)
-    return exit_code(comparisons)
+    base, new = load_results(args.base), load_results(args.new)
+    check_same_gpu(base, new, args.allow_other_gpu)
+    comparisons = compare(base, new, threshold, throttled_threshold)
+    header = [
+        f"{label}: {path} — " + ", ".join(f"{k} {v}" for k, v in identity(records).items())
+        for label, path, records in (("base", args.base, base), ("new", args.new, new))
+    ]
+    if args.format == "table":
+        render_comparison(comparisons, console, header)
+    else:
+        print(render_text(comparisons, args.format, header))
+    return exit_code(comparisons, args.allow_missing)
 
 
 def _model(args, console: Console) -> int:

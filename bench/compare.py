@@ -3,7 +3,11 @@
 A case is matched by (case, impl, dtype, op). The new run is `slower` only when its median exceeds
 the base median by more than the threshold AND the two spreads (p20..p80, or pytest-benchmark's
 q1..q3) do not overlap: a shift inside the run-to-run noise is not a regression. `faster` is the
-mirror image. Cases in only one run are `missing` (base only) or `new` (new run only).
+mirror image. Compare fails closed: a case the base measured is `missing` when the new run lacks
+it or skipped it, `failed` when it failed there (its correctness gate, say), `invalid` when its
+time is zero, negative or not a number; each of these fails the comparison (exit 1) unless
+`allow_missing` lets missing ones pass. Cases only the new run has are `new`. A case listed twice
+in one file is an error, and two runs of different GPUs are not compared unless asked.
 
 A case flagged `throttled` in either run (a power or thermal clock-event reason, or a clock drop)
 is held to a wider threshold: under a power cap the SM clock a compute-bound kernel gets moves
@@ -27,14 +31,18 @@ from rich.text import Text
 
 from roofbench.bench.core.records import COLUMNS, Record, read_records
 
-VERDICTS = ("slower", "faster", "same", "missing", "new")
+VERDICTS = ("slower", "faster", "same", "missing", "failed", "invalid", "new")
+FAILING = ("slower", "missing", "failed", "invalid")
 VERDICT_STYLES = {
     "slower": "bold red",
     "faster": "green",
     "same": "",
     "missing": "yellow",
+    "failed": "bold red",
+    "invalid": "bold red",
     "new": "cyan",
 }
+FORMATS = ("table", "markdown", "csv", "json")
 
 Key = tuple[str, str, str, str]  # (case, impl, dtype, op)
 
@@ -73,6 +81,7 @@ class Comparison:
     new: Timing | None
     verdict: str
     threshold: float | None = None
+    reason: str = ""
 
     @property
     def ratio(self) -> float | None:
@@ -109,13 +118,20 @@ def verdict(base: Timing, new: Timing, threshold: float) -> str:
     return "same"
 
 
-def _timed(records: list[Record]) -> dict[Key, Record]:
-    """Records with a measured time by key; a later record of the same key replaces an earlier."""
-    return {
-        (r.case, r.impl, r.dtype, r.op): r
-        for r in records
-        if r.status == "ok" and r.measured_s is not None and r.measured_s > 0
-    }
+def _valid_time(record: Record) -> bool:
+    t = record.measured_s
+    return t is not None and math.isfinite(t) and t > 0
+
+
+def _by_key(records: list[Record], label: str) -> dict[Key, Record]:
+    """Records by key; a key listed twice is an error (ValueError), not "last wins"."""
+    out: dict[Key, Record] = {}
+    for r in records:
+        key = (r.case, r.impl, r.dtype, r.op)
+        if key in out:
+            raise ValueError(f"{label} lists {r.case} {r.impl} twice")
+        out[key] = r
+    return out
 
 
 def threshold_for(base: Timing, new: Timing, threshold: float, throttled_threshold: float) -> float:
@@ -131,45 +147,92 @@ def compare(
     threshold: float = 0.05,
     throttled_threshold: float = THROTTLED_THRESHOLD,
 ) -> list[Comparison]:
-    """One comparison per key in either run; base order first, then cases only the new run has.
+    """One comparison per case the base measured, then the cases only the new run has.
 
-    Only records with a measured time take part: a case skipped or failed in the new run shows as
-    `missing`.
+    A base case that was not measured there (skipped, failed) is no reference and is left out.
     """
-    base, new = _timed(base_records), _timed(new_records)
+    base = {
+        k: r
+        for k, r in _by_key(base_records, "base").items()
+        if r.status == "ok" and _valid_time(r)
+    }
+    new = _by_key(new_records, "new")
     result = []
     for key, record in base.items():
         base_timing = Timing.of(record)
-        if key in new:
-            new_timing = Timing.of(new[key])
+        other = new.get(key)
+        if other is None:
+            result.append(Comparison(*key, base_timing, None, "missing", reason="not in new"))
+        elif other.status == "failed":
+            result.append(Comparison(*key, base_timing, None, "failed", reason=other.reason))
+        elif other.status != "ok":
+            why = f"{other.status}: {other.reason}"
+            result.append(Comparison(*key, base_timing, None, "missing", reason=why))
+        elif not _valid_time(other):
+            why = f"measured {other.measured_s!r} s"
+            result.append(Comparison(*key, base_timing, None, "invalid", reason=why))
+        else:
+            new_timing = Timing.of(other)
             limit = threshold_for(base_timing, new_timing, threshold, throttled_threshold)
             result.append(
                 Comparison(
                     *key, base_timing, new_timing, verdict(base_timing, new_timing, limit), limit
                 )
             )
-        else:
-            result.append(Comparison(*key, base_timing, None, "missing"))
     result += [
-        Comparison(*key, None, Timing.of(r), "new") for key, r in new.items() if key not in base
+        Comparison(*key, None, Timing.of(r), "new")
+        for key, r in new.items()
+        if key not in base and r.status == "ok" and _valid_time(r)
     ]
     return result
 
 
-def exit_code(comparisons: list[Comparison]) -> int:
-    """1 when any case got slower, else 0."""
-    return int(any(c.verdict == "slower" for c in comparisons))
+def identity(records: list[Record]) -> dict[str, str]:
+    """The distinct GPU, driver, torch, triton, roofbench version and commit of a run."""
+    fields = ("gpu", "driver", "torch", "triton", "roofbench", "commit")
+    return {
+        f: ", ".join(sorted({str(getattr(r, f)) for r in records if getattr(r, f, "")})) or "?"
+        for f in fields
+    }
+
+
+def check_same_gpu(base: list[Record], new: list[Record], allow: bool) -> None:
+    """ValueError when the two runs were measured on different GPUs (unless `allow`)."""
+    gpus = [{r.gpu for r in rs if r.gpu and r.status == "ok"} for rs in (base, new)]
+    if not allow and gpus[0] and gpus[1] and gpus[0] != gpus[1]:
+        raise ValueError(
+            f"base ran on {', '.join(sorted(gpus[0]))}, new on {', '.join(sorted(gpus[1]))}: "
+            "times of two GPUs are not a regression test (--allow-other-gpu to compare anyway)"
+        )
+
+
+def exit_code(comparisons: list[Comparison], allow_missing: bool = False) -> int:
+    """1 when any case got slower, failed, was measured nonsensically or (unless
+    `allow_missing`) is missing; also 1 when nothing was compared at all; else 0."""
+    failing = [v for v in FAILING if not (allow_missing and v == "missing")]
+    compared = any(c.verdict in ("slower", "faster", "same") for c in comparisons)
+    return int(any(c.verdict in failing for c in comparisons) or not compared)
 
 
 # ----------------------------------------------------------------------------- loading
 
 
 def load_results(path: str | os.PathLike) -> list[Record]:
-    """Records from a records CSV or from a pytest-benchmark JSON file (told apart by content)."""
+    """Records from a records CSV or from a pytest-benchmark JSON file (told apart by content);
+    ValueError naming the file for anything else."""
     path = Path(path)
-    text = path.read_text()
-    if text.lstrip().startswith("{"):
-        return records_from_benchmark_json(json.loads(text), source=str(path))
+    if not path.is_file():
+        raise ValueError(f"{path}: {'a directory' if path.is_dir() else 'no such file'}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: neither a records CSV nor a pytest-benchmark JSON") from None
+    if text.lstrip().startswith(("{", "[")):
+        try:
+            data = json.loads(text)
+        except ValueError as err:
+            raise ValueError(f"{path}: not JSON ({err})") from None
+        return records_from_benchmark_json(data, source=str(path))
     return read_records(path)
 
 
@@ -180,10 +243,12 @@ def records_from_benchmark_json(data: dict, source: str = "benchmark JSON") -> l
     and the spread is extra_info's p20_s/p80_s when present, else stats q1/q3. Without a `case`
     in extra_info the benchmark's name stands for it.
     """
-    if "benchmarks" not in data:
-        raise ValueError(f"{source}: not a pytest-benchmark file (no 'benchmarks' key)")
+    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
+        raise ValueError(f"{source}: not a pytest-benchmark file (no list of 'benchmarks')")
     records = []
     for bench in data["benchmarks"]:
+        if not isinstance(bench, dict) or not isinstance(bench.get("stats"), dict):
+            raise ValueError(f"{source}: a benchmark without stats")
         info = {k: v for k, v in (bench.get("extra_info") or {}).items() if k in COLUMNS}
         stats = bench["stats"]
         fields = {
@@ -220,18 +285,66 @@ def _timing_text(timing: Timing | None) -> str:
 
 
 def summary_line(comparisons: list[Comparison]) -> str:
-    """E.g. "3 matched: 1 slower, 0 faster, 2 same; 1 missing, 0 new"."""
+    """E.g. "3 matched: 1 slower, 0 faster, 2 same; 1 missing, 0 failed, 0 invalid, 0 new"."""
     counts = Counter(c.verdict for c in comparisons)
     matched = sum(counts[v] for v in ("slower", "faster", "same"))
     timed = ", ".join(f"{counts[v]} {v}" for v in ("slower", "faster", "same"))
-    return f"{matched} matched: {timed}; {counts['missing']} missing, {counts['new']} new"
+    rest = ", ".join(f"{counts[v]} {v}" for v in ("missing", "failed", "invalid", "new"))
+    return f"{matched} matched: {timed}; {rest}"
 
 
-def render_comparison(comparisons: list[Comparison], console: Console) -> None:
+def rows(comparisons: list[Comparison]) -> list[dict]:
+    """One plain row per comparison (what every format prints)."""
+    return [
+        {
+            "case": c.case,
+            "impl": c.impl,
+            "base": _timing_text(c.base),
+            "new": _timing_text(c.new),
+            "ratio": "—" if c.ratio is None else f"{c.ratio:.3f}",
+            "limit": "—" if c.threshold is None else f"{c.threshold:.0%}",
+            "verdict": c.verdict,
+            "reason": c.reason,
+        }
+        for c in comparisons
+    ]
+
+
+def render_text(comparisons: list[Comparison], fmt: str, header: list[str]) -> str:
+    """markdown (a CI step summary, a PR comment), csv or json; case ids are never cut."""
+    import csv
+    import io
+
+    table = rows(comparisons)
+    if fmt == "json":
+        return json.dumps({"runs": header, "cases": table, "summary": summary_line(comparisons)})
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(table[0]) if table else ["case"])
+        writer.writeheader()
+        writer.writerows(table)
+        return out.getvalue()
+    lines = [f"- {line}" for line in header] + [""]
+    columns = ["case", "impl", "base", "new", "ratio", "limit", "verdict", "reason"]
+    lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in table:
+        cells = [f"`{row['case']}`"] + [row[c].replace("|", "/") for c in columns[1:]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join([*lines, "", summary_line(comparisons)])
+
+
+def render_comparison(
+    comparisons: list[Comparison], console: Console, header: list[str] = ()
+) -> None:
     """A table (case, impl, base, new, ratio, the threshold held to, verdict) and a summary."""
-    table = Table(title="base vs new (median [spread])")
+    for line in header:
+        console.print(line, markup=False, highlight=False)
+    # Text titles: rich would read "[spread]" as markup and drop it.
+    table = Table(title=Text("base vs new: median [p20..p80]"))
     for column in ("case", "impl", "base", "new", "ratio", "limit", "verdict"):
-        table.add_column(column, justify="right" if column in ("ratio", "limit") else "left")
+        justify = "right" if column in ("ratio", "limit") else "left"
+        # Case ids fold onto several lines rather than being cut.
+        table.add_column(column, justify=justify, overflow="fold" if column == "case" else None)
     for c in comparisons:
         # Text, not markup: pytest names such as "test_gemm[m1]" hold brackets.
         table.add_row(
@@ -241,7 +354,9 @@ def render_comparison(comparisons: list[Comparison], console: Console) -> None:
             Text(_timing_text(c.new)),
             "—" if c.ratio is None else f"{c.ratio:.3f}",
             "—" if c.threshold is None else f"{c.threshold:.0%}",
-            Text(c.verdict, style=VERDICT_STYLES[c.verdict]),
+            Text(
+                c.verdict + (f": {c.reason}" if c.reason else ""), style=VERDICT_STYLES[c.verdict]
+            ),
         )
     console.print(table)
     console.print(summary_line(comparisons), markup=False)

@@ -98,7 +98,7 @@ def test_twenty_percent_faster_with_tight_spreads_is_faster_and_exits_zero():
     assert exit_code(comparisons) == 0
 
 
-def test_unmatched_cases_are_missing_or_new_and_do_not_fail_the_run():
+def test_a_missing_case_fails_closed_unless_allowed():
     new = [BASE[0], tight("decode-s4096", 20e-6)]
     comparisons = compare(BASE, new)
     found = verdicts(comparisons)
@@ -106,7 +106,28 @@ def test_unmatched_cases_are_missing_or_new_and_do_not_fail_the_run():
     assert found[("gemm-m256", "triton")] == "missing"
     assert found[("decode-s4096", "triton")] == "new"
     assert found[("gemm-m1", "triton")] == "same"
-    assert exit_code(comparisons) == 0
+    assert exit_code(comparisons) == 1
+    assert exit_code(comparisons, allow_missing=True) == 0
+
+
+@pytest.mark.parametrize("new", [[], [timed("other-case", 1e-3)]])
+def test_nothing_in_common_fails(new):
+    comparisons = compare(BASE, new)
+    assert exit_code(comparisons) == 1 and exit_code(comparisons, allow_missing=True) == 1
+
+
+@pytest.mark.parametrize("bad", [0.0, -1e-6, float("nan")])
+def test_a_nonsense_time_is_invalid_and_fails(bad):
+    record = timed("gemm-m1", 1e-3)
+    record.measured_s = bad
+    comparisons = compare([BASE[0]], [record])
+    assert [c.verdict for c in comparisons] == ["invalid"]
+    assert exit_code(comparisons, allow_missing=True) == 1
+
+
+def test_a_case_listed_twice_is_an_error():
+    with pytest.raises(ValueError, match="twice"):
+        compare(BASE, [BASE[0], BASE[0]])
 
 
 def test_matching_uses_dtype_and_op_too():
@@ -116,10 +137,13 @@ def test_matching_uses_dtype_and_op_too():
     assert found == {("bf16", "gemm"): "missing", ("fp16", "gemm"): "new", ("bf16", "gemv"): "same"}
 
 
-def test_a_case_that_failed_in_the_new_run_is_missing():
-    failed = Record(case="gemm-m1", op="gemm", impl="triton", dtype="bf16", status="failed")
+def test_a_case_that_failed_in_the_new_run_fails_with_its_reason():
+    failed = Record(
+        case="gemm-m1", op="gemm", impl="triton", dtype="bf16", status="failed", reason="gate: x"
+    )
     comparisons = compare([BASE[0]], [failed])
-    assert [c.verdict for c in comparisons] == ["missing"]
+    assert [(c.verdict, c.reason) for c in comparisons] == [("failed", "gate: x")]
+    assert exit_code(comparisons, allow_missing=True) == 1
 
 
 @pytest.mark.parametrize(
@@ -253,4 +277,4 @@ def test_render_prints_each_case_and_a_summary():
     text = out.getvalue()
     assert "test_gemm[m1-triton]" in text  # brackets survive: not read as markup
     assert "1.200" in text and "slower" in text and "missing" in text and "new" in text
-    assert "1 matched: 1 slower, 0 faster, 0 same; 2 missing, 1 new" in text
+    assert "1 matched: 1 slower, 0 faster, 0 same; 2 missing, 0 failed, 0 invalid, 1 new" in text
