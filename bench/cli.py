@@ -9,25 +9,39 @@ from pathlib import Path
 from rich.console import Console
 
 from roofbench.theory.hardware import GPUS
-from roofbench.theory.ops import DTYPE_BYTES
 
 EXIT_USAGE = 2
+
+
+def one_line(text: str) -> str:
+    """`text` with every unprintable character (a newline in an argument, say) escaped, so an
+    error stays on one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but a bad argument gives one line (no usage dump) and exit code 2."""
 
     def error(self, message: str):
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {one_line(message)}\n")
+
+
+# Sizes beyond this are not a shape any GPU runs (a 2^40-token prompt, a 2^40 batch): refused
+# before any arithmetic, so a 400-digit number is a one-line error, not a long computation.
+MAX_SIZE = 2**40
 
 
 def positive_int(text: str) -> int:
+    if len(text.strip()) > 20:
+        raise argparse.ArgumentTypeError(f"{text[:20]}... is too large (at most {MAX_SIZE})")
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    if value > MAX_SIZE:
+        raise argparse.ArgumentTypeError(f"{value} is too large (at most {MAX_SIZE})")
     return value
 
 
@@ -48,7 +62,8 @@ def _add_predict(sub) -> None:
     p.add_argument("--context", type=positive_int, metavar="N", help="default: the prompt length")
     p.add_argument("--batch", type=positive_int, default=1, metavar="B")
     p.add_argument("--generate", type=positive_int, default=128, metavar="G")
-    p.add_argument("--dtype", default="bf16", choices=[d for d in DTYPE_BYTES if d != "tf32"])
+    table_dtypes = sorted({d for g in GPUS.values() for d in g.peaks_tflops})
+    p.add_argument("--dtype", default="bf16", choices=table_dtypes)
     p.add_argument(
         "--no-causal", action="store_true", help="count the full N^2 attention, not the causal part"
     )
@@ -413,8 +428,9 @@ def main(argv: list[str] | None = None) -> int:
         }
         return commands[args.command](args, console)
     except (ValueError, KeyError, OSError) as err:
-        message = err.args[0] if err.args and isinstance(err, ValueError | KeyError) else str(err)
-        print(f"roofbench {args.command}: error: {message}", file=sys.stderr)
+        readable = isinstance(err, ValueError | KeyError) and not isinstance(err, UnicodeError)
+        message = err.args[0] if err.args and readable else str(err)
+        print(f"roofbench {args.command}: error: {one_line(message)}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as err:
         from roofbench.bench.sweep.run import Interrupted

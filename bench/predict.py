@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -112,6 +113,11 @@ def run_predict(args, console: Console) -> int:
     from roofbench.bench.core.gpu import resolve_gpu
 
     model = load_model(args.model)
+    if args.context is not None and args.context < args.prompt_tokens:
+        raise ValueError(
+            f"--context {args.context} is shorter than the prompt ({args.prompt_tokens} tokens): "
+            "a decode step after that prompt holds at least the prompt"
+        )
     cal, doc = None, None
     if getattr(args, "calibration", None):
         from roofbench.bench.core.calibrate import calibration_of
@@ -138,6 +144,19 @@ def run_predict(args, console: Console) -> int:
         causal=not args.no_causal,
     )
     data = prediction_dict(prediction, gpu, roof)
+    need = data["weights_bytes"] + data["kv_cache_bytes"]
+    data["memory_bytes_needed"] = need
+    data["fits_in_memory"] = need <= gpu.memory_gb * 1e9
+    if not data["fits_in_memory"]:
+        warning = (
+            f"{model.name} needs {need / 1e9:.0f} GB (weights and KV cache) but {gpu.name} has "
+            f"{gpu.memory_gb:.0f} GB: these times are for a GPU that could hold it"
+        )
+        data["warning"] = warning
+        if args.json:  # stdout holds the JSON object alone
+            print(f"warning: {warning}", file=sys.stderr)
+        else:
+            console.print(f"[yellow]warning: {warning}[/]")
     if cal is not None:
         data["tiers"] = phase_tiers(prediction, cal, Roof.from_spec(gpu, args.dtype))
     if args.json:

@@ -187,6 +187,19 @@ def from_hf_config(config: dict, name: str = "hf-model") -> ModelConfig:
     ]
     if missing:
         raise ValueError(f"config.json lacks {', '.join(missing)}")
+    sizes = (
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "intermediate_size",
+        "vocab_size",
+        "head_dim",
+    )
+    for key in sizes:
+        value = config.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError(f"config.json: {key} must be a whole number, got {value!r}")
     heads = config["num_attention_heads"]
     return ModelConfig(
         name=config.get("_name_or_path") or name,
@@ -211,8 +224,10 @@ def load_model(name_or_path: str) -> ModelConfig:
     if path.suffix == ".json" or path.exists():
         try:
             config = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError) as err:
+        except OSError as err:
             raise ValueError(f"cannot read {path}: {err.strerror or err}") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"{path} is not UTF-8 text (a config.json is JSON)") from None
         except json.JSONDecodeError as err:
             raise ValueError(f"{path} is not valid JSON: {err.msg} at line {err.lineno}") from None
         if not isinstance(config, dict):

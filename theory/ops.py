@@ -152,12 +152,16 @@ def decode_attention(
     """
     _positive(batch=batch, head_dim=head_dim)
     _group(heads, kv_heads)
-    lengths = [context] * batch if isinstance(context, int) else list(context)
-    if len(lengths) != batch:
-        raise ValueError(f"{len(lengths)} context lengths given for batch {batch}")
-    for length in lengths:
-        _positive(context=length)
-    tokens = sum(lengths)
+    if isinstance(context, int):  # one length for all: O(1), whatever the batch
+        _positive(context=context)
+        tokens = context * batch
+    else:
+        lengths = list(context)
+        if len(lengths) != batch:
+            raise ValueError(f"{len(lengths)} context lengths given for batch {batch}")
+        for length in lengths:
+            _positive(context=length)
+        tokens = sum(lengths)
     flops = 4.0 * heads * head_dim * tokens
     elements = 2 * kv_heads * head_dim * tokens + 2 * batch * heads * head_dim
     written = float(batch * heads * head_dim * dtype_bytes(dtype))  # o
