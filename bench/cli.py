@@ -8,6 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from roofbench.bench.commands import add_small_commands
 from roofbench.theory.hardware import GPUS
 
 EXIT_USAGE = 2
@@ -251,26 +252,6 @@ def _add_report(sub) -> None:
     p.add_argument("--calibration", metavar="FILE", help="with --retier: these constants")
 
 
-def _add_calibrate(sub) -> None:
-    p = sub.add_parser(
-        "calibrate",
-        help="measure this GPU's ceilings and fixed costs for the tiered model",
-        description="Read, write and copy roofs, burst and sustained matmul peak, launch "
-        "floors, DRAM round trip, exp2 and FMA throughput, dirty-L2 write-back.",
-    )
-    p.add_argument("--out", metavar="FILE", help="also write the calibration here")
-    p.add_argument("--no-cache", action="store_true", help="measure even if a fresh one is cached")
-
-
-def _add_list(sub) -> None:
-    p = sub.add_parser(
-        "list",
-        help="list the ops and their implementations, and which can run here and why not",
-    )
-    _add_plugin(p)
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="roofbench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -279,8 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compare(sub)
     _add_model(sub)
     _add_report(sub)
-    _add_list(sub)
-    _add_calibrate(sub)
+    add_small_commands(sub, _add_plugin)
     return parser
 
 
@@ -403,6 +383,12 @@ def _retier(folder: Path, calibration: str | None) -> int:
     return retier_command(folder, calibration)
 
 
+def _baseline(args, console: Console) -> int:
+    from roofbench.bench.commands import baseline_command
+
+    return baseline_command(args, console)
+
+
 def _list(args, console: Console) -> int:
     from roofbench.bench.commands import list_command
 
@@ -425,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
             "report": _report,
             "list": _list,
             "calibrate": _calibrate,
+            "baseline": _baseline,
         }
         return commands[args.command](args, console)
     except (ValueError, KeyError, OSError) as err:

@@ -7,6 +7,43 @@ from pathlib import Path
 from rich.console import Console
 
 
+def _add_baseline(sub) -> None:
+    p = sub.add_parser(
+        "baseline",
+        help="build a baseline from several runs of unchanged code (their spread between sessions)",
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN", help="records CSV or pytest-benchmark JSON")
+    p.add_argument("--out", required=True, metavar="FILE")
+    p.add_argument("--force", action="store_true", help="replace FILE if it exists")
+
+
+def _add_calibrate(sub) -> None:
+    p = sub.add_parser(
+        "calibrate",
+        help="measure this GPU's ceilings and fixed costs for the tiered model",
+        description="Read, write and copy roofs, burst and sustained matmul peak, launch "
+        "floors, DRAM round trip, exp2 and FMA throughput, dirty-L2 write-back.",
+    )
+    p.add_argument("--out", metavar="FILE", help="also write the calibration here")
+    p.add_argument("--no-cache", action="store_true", help="measure even if a fresh one is cached")
+
+
+def _add_list(sub, add_plugin) -> None:
+    p = sub.add_parser(
+        "list",
+        help="list the ops and their implementations, and which can run here and why not",
+    )
+    add_plugin(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def add_small_commands(sub, add_plugin) -> None:
+    """The parsers of list, calibrate and baseline (`add_plugin` adds --plugin to one)."""
+    _add_list(sub, add_plugin)
+    _add_calibrate(sub)
+    _add_baseline(sub)
+
+
 def calibrate_command(args, console: Console) -> int:
     import json
 
@@ -59,4 +96,29 @@ def list_command(args, console: Console) -> int:
         print(json.dumps(data, indent=2))
     else:
         render_listing(data, console)
+    return 0
+
+
+def baseline_command(args, console: Console) -> int:
+    from roofbench.bench.baseline import build
+    from roofbench.bench.compare import load_results
+    from roofbench.bench.core.records import RecordWriter
+
+    runs = [load_results(path) for path in args.runs]
+    records = build(runs)
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise ValueError(f"{out} exists: --force to replace it")
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.unlink(missing_ok=True)
+    with RecordWriter(tmp) as writer:
+        for record in records:
+            writer.write(record)
+    tmp.replace(out)
+    spread = sorted(r.session_spread for r in records)
+    console.print(
+        f"wrote {out}: {len(records)} cases from {len(runs)} runs; spread between sessions "
+        f"median {spread[len(spread) // 2]:.1%}, max {spread[-1]:.1%}",
+        highlight=False,
+    )
     return 0

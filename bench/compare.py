@@ -59,6 +59,7 @@ class Timing:
     low_s: float
     high_s: float
     throttled: bool = False
+    session_spread: float = 0.0  # a multi-run baseline's spread of medians between sessions
 
     @classmethod
     def of(cls, record: Record) -> Timing:
@@ -66,7 +67,8 @@ class Timing:
         median = record.measured_s
         low = record.p20_s if record.p20_s is not None else median
         high = record.p80_s if record.p80_s is not None else median
-        return cls(median, low, high, bool(record.throttled))
+        spread = record.session_spread or 0.0
+        return cls(median, low, high, bool(record.throttled), spread)
 
 
 @dataclass(frozen=True)
@@ -134,11 +136,16 @@ def _by_key(records: list[Record], label: str) -> dict[Key, Record]:
     return out
 
 
+# A case of a multi-run baseline is held to at least this multiple of its spread between
+# sessions (the runs that built it: a new session is one more draw from the same spread).
+SESSION_FACTOR = 1.5
+
+
 def threshold_for(base: Timing, new: Timing, threshold: float, throttled_threshold: float) -> float:
-    """The threshold a matched case is held to: the wider one when either run was throttled."""
-    if base.throttled or new.throttled:
-        return max(threshold, throttled_threshold)
-    return threshold
+    """The threshold a matched case is held to: the wider one when either run was throttled, and
+    at least SESSION_FACTOR x the baseline's spread between sessions."""
+    limit = max(threshold, throttled_threshold) if base.throttled or new.throttled else threshold
+    return max(limit, SESSION_FACTOR * base.session_spread)
 
 
 def compare(

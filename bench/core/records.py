@@ -93,6 +93,10 @@ class Record:
     error_roofline: float | None = None
     roof_violation: bool | None = None
     roofbench: str = ""  # roofbench's version (`commit` is its source revision)
+    # A baseline built from several runs (`roofbench baseline`): how many runs measured the
+    # case, and the spread of their medians (max / min - 1): the noise between sessions.
+    sessions: int | None = None
+    session_spread: float | None = None
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -113,6 +117,8 @@ APPENDED = (
     "error_roofline",
     "roof_violation",
     "roofbench",
+    "sessions",
+    "session_spread",
 )
 _TYPES = {f.name: f.type for f in fields(Record)}
 
