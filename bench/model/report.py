@@ -58,16 +58,22 @@ def summarize(records: Sequence[Record], meta: dict) -> str:
     lines = [f"# {meta['model']} end to end on {meta.get('gpu', 'unknown GPU')}", ""]
     if meta.get("note"):
         lines += [f"**{meta['note']}**", ""]
-    lines += _run_section(meta, configs)
-    lines += _gate_section(records)
-    lines += _error_section(index)
-    lines += _phase_table(index, slug(configs["base"].name), "ttft", "TTFT (prefill)", "prompt")
-    lines += _phase_table(index, slug(configs["base"].name), "tbt", "TBT (decode step)", "context")
-    lines += _naive_section(index, configs["base"])
-    lines += _knee_section(index, meta, configs["base"])
-    lines += _mha_section(index, configs)
-    lines += _full_depth_section(index, meta, configs)
-    lines += _problems_section(records)
+    model = slug(configs["base"].name)
+    sections = [
+        _run_section(meta, configs),
+        _gate_section(records),
+        _error_section(index),
+        _phase_table(index, model, "ttft", "TTFT (prefill)", "prompt"),
+        _phase_table(index, model, "tbt", "TBT (decode step)", "context"),
+        _naive_section(index, configs["base"]),
+        _knee_section(index, meta, configs["base"]),
+        _mha_section(index, configs),
+        _full_depth_section(index, meta, configs),
+        _problems_section(records),
+    ]
+    for section in sections:
+        # One blank line after each section, so a table never runs into the next heading.
+        lines += section + ([""] if section and section[-1] != "" else [])
     return "\n".join(lines)
 
 
@@ -209,6 +215,7 @@ def _naive_section(index: RecordIndex, config: ModelConfig) -> list[str]:
         f"({lengths[-upper]}..{lengths[-1]}).",
         "",
         *markdown_table(["times", "naive exponent", "cached exponent"], rows),
+        "",
         *markdown_table(headers, points),
     ]
 
@@ -237,6 +244,7 @@ def _knee_section(index: RecordIndex, meta: dict, config: ModelConfig) -> list[s
         f"makes the step compute-bound.",
         "",
         *markdown_table(["times", "batch"], rows),
+        "",
         f"Theory on the {which} roof, over every batch: the rule gives {every}; the decode step "
         f"turns compute-bound at batch {bound} (ridge {roof.ridge:.0f} FLOP/byte).",
         "",
@@ -273,6 +281,7 @@ def _mha_section(index: RecordIndex, configs: dict[str, ModelConfig]) -> list[st
         "2 bytes), and the TBT of the same model with one KV head per query head.",
         "",
         *markdown_table(["model", "KV heads", "KV KiB per token"], kv_rows),
+        "",
         *markdown_table(headers, rows),
     ]
 

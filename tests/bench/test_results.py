@@ -193,3 +193,18 @@ def test_the_committed_calibration_is_complete():
         assert cal.read_bytes_per_s > cal.copy_bytes_per_s / 2 and cal.sms > 0
         for entry in doc["constants"].values():
             assert entry["method"] and entry["samples"] > 0
+
+
+MODEL_RUNS = sorted(p.parent for p in RESULTS.glob("*/model-*/model_records.csv"))
+
+
+@pytest.mark.parametrize("folder", MODEL_RUNS, ids=[p.name for p in MODEL_RUNS])
+def test_report_reproduces_a_committed_model_summary_byte_for_byte(folder, tmp_path):
+    import shutil
+
+    from roofbench.bench.model.report import write_report
+
+    copy = tmp_path / folder.name
+    shutil.copytree(folder, copy)
+    write_report(copy)
+    assert (copy / "model_summary.md").read_text() == (folder / "model_summary.md").read_text()
