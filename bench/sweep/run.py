@@ -335,19 +335,31 @@ def measure_sweep(
                 writer.write(record)
                 written = index
                 console.print(f"[{index}/{len(todo)}] {progress_line(record)}", highlight=False)
-    except Interrupted as stop:
-        meta["interrupted"] = f"{stop} after {written} of {len(todo)} measurements"
+    except BaseException as err:  # a signal or a crash: keep what was measured, then re-raise
+        name = str(err) if isinstance(err, Interrupted) else type(err).__name__
+        meta["interrupted"] = f"{name} after {written} of {len(todo)} measurements"
         console.print(
-            f"[yellow]{stop}: {written} of {len(todo)} measurements written; finish with "
+            f"[yellow]{name}: {written} of {len(todo)} measurements written; finish with "
             f"roofbench run --sweep {sweep} --resume {folder}[/]"
         )
+        _finish(folder, meta, began, telemetry, console)
         raise
-    finally:
-        meta["wall_time_s"] = meta.get("wall_time_s", 0.0) + time.perf_counter() - began
-        meta["finished"] = utc_now()
-        write_meta(folder, meta)
-        telemetry.close()
+    _finish(folder, meta, began, telemetry, console)
+
+
+def _finish(folder: Path, meta: dict, began: float, telemetry, console) -> None:
+    """run.json's wall time, then the summary and plots; a report that cannot be written after
+    an interruption is said, not raised over the interruption."""
+    meta["wall_time_s"] = meta.get("wall_time_s", 0.0) + time.perf_counter() - began
+    meta["finished"] = utc_now()
+    write_meta(folder, meta)
+    telemetry.close()
+    try:
         write_reports(folder)
+    except Exception as err:  # noqa: BLE001
+        if not meta.get("interrupted"):
+            raise
+        console.print(f"[red]could not write the report of {folder}: {err}[/]")
 
 
 def run(

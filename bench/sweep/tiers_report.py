@@ -23,6 +23,9 @@ from roofbench.bench.core.text import fmt, markdown_table, median, pct, quantile
 from roofbench.theory.tiers import TERMS, TIERS
 
 WORST_LISTED = 12
+# Under this measured time a residual is most likely the fixed cost (the study in DESIGN: the
+# model's p90 came from kernels under ~30 us).
+SHORT_KERNEL_S = 30e-6
 TERM_COLORS = {
     "launch": "#7f7f7f",
     "fixed": "#bcbd22",
@@ -119,6 +122,11 @@ def missing_term(record: Record) -> str:
         terms = {t: getattr(record, f"time_{t}_s") or 0.0 for t in TERMS}
         largest = max(terms, key=terms.__getitem__)
         return f"over-predicted: the {largest} term charges more than the kernel pays"
+    if record.measured_s < SHORT_KERNEL_S and record.residual_s is not None:
+        return (
+            f"fixed cost: {record.residual_s * 1e6:.1f} us more than launch + DRAM round trips "
+            "(a kernel under 30 us)"
+        )
     if not record.plan:
         return "no declared launch plan (vendor kernel): launches, tiles, split-K unknown"
     if record.bound == "compute":
