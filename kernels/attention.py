@@ -28,7 +28,7 @@ import triton.language as tl
 
 from roofbench.theory.plan import KernelLaunch, LaunchPlan
 
-from ._util import check_float, is_interpreter, output
+from ._util import MAX_HEAD_DIM, MIN_HEAD_DIM, check_float, is_interpreter, output
 
 LOG2E = 1.4426950408889634
 
@@ -68,17 +68,25 @@ def _attn_blocks(
     hi,
     seq_len,
     qk_scale,
+    d_ok,
     BLOCK_N: tl.constexpr,
     CAUSAL: tl.constexpr,
     MASKED: tl.constexpr,
+    PAD_D: tl.constexpr,
 ):
     """Fold KV blocks [lo, hi) into the running (acc, l_i, m_i); MASKED applies key < S and, if
-    CAUSAL, key <= query."""
+    CAUSAL, key <= query; PAD_D masks the padded columns of a head_dim that is not a power of
+    two (`d_ok`)."""
     for start_n in range(lo, hi, BLOCK_N):
         start_n = tl.multiple_of(start_n, BLOCK_N)
         cols = start_n + offs_n
         if MASKED:
-            k = tl.load(k_ptrs + start_n * stride_kn, mask=cols[:, None] < seq_len, other=0.0)
+            rows_ok = cols[:, None] < seq_len
+            if PAD_D:
+                rows_ok = rows_ok & d_ok[None, :]
+            k = tl.load(k_ptrs + start_n * stride_kn, mask=rows_ok, other=0.0)
+        elif PAD_D:
+            k = tl.load(k_ptrs + start_n * stride_kn, mask=d_ok[None, :], other=0.0)
         else:
             k = tl.load(k_ptrs + start_n * stride_kn)
         s = tl.dot(q, tl.trans(k))
@@ -96,7 +104,9 @@ def _attn_blocks(
         alpha = tl.math.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
         if MASKED:
-            v = tl.load(v_ptrs + start_n * stride_vn, mask=cols[:, None] < seq_len, other=0.0)
+            v = tl.load(v_ptrs + start_n * stride_vn, mask=rows_ok, other=0.0)
+        elif PAD_D:
+            v = tl.load(v_ptrs + start_n * stride_vn, mask=d_ok[None, :], other=0.0)
         else:
             v = tl.load(v_ptrs + start_n * stride_vn)
         acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
@@ -128,6 +138,7 @@ def _attn_fwd_kernel(
     stride_oh,
     stride_os,
     HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
     CAUSAL: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -141,15 +152,19 @@ def _attn_fwd_kernel(
 
     offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, HEAD_DIM)
+    # The head dimension padded to a power of two (BLOCK_D): the pad loads zeros, which add
+    # nothing to q.k, and is never stored.
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < HEAD_DIM
+    PAD_D: tl.constexpr = BLOCK_D != HEAD_DIM
     q_ptrs = q_ptr + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qs + offs_d[None, :]
     k_ptrs = k_ptr + b * stride_kb + kvh * stride_kh + offs_n[:, None] * stride_ks + offs_d[None, :]
     v_ptrs = v_ptr + b * stride_vb + kvh * stride_vh + offs_n[:, None] * stride_vs + offs_d[None, :]
-    q = tl.load(q_ptrs, mask=offs_m[:, None] < seq_len, other=0.0)
+    q = tl.load(q_ptrs, mask=(offs_m[:, None] < seq_len) & d_ok[None, :], other=0.0)
 
     m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
     l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
-    acc = tl.zeros((BLOCK_M, HEAD_DIM), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_M, BLOCK_D), dtype=tl.float32)
 
     if CAUSAL:
         full_hi = start_m * BLOCK_M  # keys before the block's first query: visible to all rows
@@ -159,16 +174,16 @@ def _attn_fwd_kernel(
         hi = seq_len
     acc, l_i, m_i = _attn_blocks(
         acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_ks, stride_vs, offs_m, offs_n,
-        0, full_hi, seq_len, qk_scale, BLOCK_N, CAUSAL, False,
+        0, full_hi, seq_len, qk_scale, d_ok, BLOCK_N, CAUSAL, False, PAD_D,
     )  # fmt: skip
     acc, l_i, m_i = _attn_blocks(
         acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_ks, stride_vs, offs_m, offs_n,
-        full_hi, hi, seq_len, qk_scale, BLOCK_N, CAUSAL, True,
+        full_hi, hi, seq_len, qk_scale, d_ok, BLOCK_N, CAUSAL, True, PAD_D,
     )  # fmt: skip
 
     o = acc / l_i[:, None]
     o_ptrs = o_ptr + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_os + offs_d[None, :]
-    tl.store(o_ptrs, o.to(o_ptr.dtype.element_ty), mask=offs_m[:, None] < seq_len)
+    tl.store(o_ptrs, o.to(o_ptr.dtype.element_ty), mask=(offs_m[:, None] < seq_len) & d_ok[None, :])
 
 
 def _tuned_blocks(seq: int, head_dim: int, causal: bool) -> tuple[int, int] | None:
@@ -220,14 +235,15 @@ def attention(
 ) -> torch.Tensor:
     """Flash-attention forward; O [B, Hq, S, D] in q's dtype. scale (> 0) defaults to 1/sqrt(D).
 
-    D must be a power of two (64 and 128 are the tuned cases); the last dimension of q, k, v must
+    D from 16 to 256 (padded to a power of two inside; 64 and 128 are the tuned cases); the
+    last dimension of q, k, v must
     be contiguous. `out`: optional contiguous result buffer.
     """
     _check_shapes(q, k, v)
     dtype = check_float(q, k, v)
     b, hq, s, d = q.shape
-    if d < 16 or d & (d - 1):
-        raise ValueError(f"head_dim {d} must be a power of two >= 16")
+    if not MIN_HEAD_DIM <= d <= MAX_HEAD_DIM:
+        raise ValueError(f"head_dim {d} must be in {MIN_HEAD_DIM}..{MAX_HEAD_DIM}")
     if q.stride(3) != 1 or k.stride(3) != 1 or v.stride(3) != 1:
         raise ValueError("q, k, v must be contiguous along head_dim")
     o = output(out, q.shape, dtype, q.device)
@@ -246,7 +262,7 @@ def attention(
         k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2),
         o.stride(0), o.stride(1), o.stride(2),
-        HEAD_DIM=d, CAUSAL=bool(causal),
+        HEAD_DIM=d, BLOCK_D=triton.next_power_of_2(d), CAUSAL=bool(causal),
     )  # fmt: skip
     return o
 

@@ -31,7 +31,7 @@ import triton.language as tl
 
 from roofbench.theory.plan import KernelLaunch, LaunchPlan
 
-from ._util import check_float, is_interpreter, num_sms, output
+from ._util import MAX_HEAD_DIM, MIN_HEAD_DIM, check_float, is_interpreter, num_sms, output
 
 LOG2E = 1.4426950408889634
 MAX_SPLITS = 256
@@ -60,6 +60,7 @@ def _decode_split_kernel(
     stride_ob,
     stride_oh,
     HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
     BLOCK_H: tl.constexpr,
     BLOCK_N: tl.constexpr,
     DIRECT: tl.constexpr,
@@ -80,11 +81,14 @@ def _decode_split_kernel(
     offs_h = tl.arange(0, BLOCK_H)
     h_ok = offs_h < group
     heads = kvh * group + offs_h
-    offs_d = tl.arange(0, HEAD_DIM)
+    # The head dimension padded to a power of two (BLOCK_D); the pad reads zeros, which add
+    # nothing to q.k and write nothing out.
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < HEAD_DIM
     offs_n = tl.arange(0, BLOCK_N)
     q = tl.load(
         q_ptr + b * stride_qb + heads[:, None] * stride_qh + offs_d[None, :],
-        mask=h_ok[:, None],
+        mask=h_ok[:, None] & d_ok[None, :],
         other=0.0,
     )
     k_ptrs = k_ptr + b * stride_kb + kvh * stride_kh + offs_n[:, None] * stride_ks + offs_d[None, :]
@@ -92,28 +96,29 @@ def _decode_split_kernel(
 
     m_i = tl.full((BLOCK_H,), float("-inf"), dtype=tl.float32)
     l_i = tl.zeros((BLOCK_H,), dtype=tl.float32)
-    acc = tl.zeros((BLOCK_H, HEAD_DIM), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_H, BLOCK_D), dtype=tl.float32)
     for start in range(lo, hi, BLOCK_N):
         cols = start + offs_n
         keep = cols < hi
-        k = tl.load(k_ptrs + start * stride_ks, mask=keep[:, None], other=0.0)
+        k = tl.load(k_ptrs + start * stride_ks, mask=keep[:, None] & d_ok[None, :], other=0.0)
         s = tl.dot(q, tl.trans(k)) * qk_scale
         s = tl.where(keep[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))  # finite: each block has >= 1 key in range
         p = tl.math.exp2(s - m_new[:, None])
         alpha = tl.math.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(v_ptrs + start * stride_vs, mask=keep[:, None], other=0.0)
+        v = tl.load(v_ptrs + start * stride_vs, mask=keep[:, None] & d_ok[None, :], other=0.0)
         acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
         m_i = m_new
 
     o = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]  # empty slice: l = 0, o = 0
     if DIRECT:
         o_ptrs = o_ptr + b * stride_ob + heads[:, None] * stride_oh + offs_d[None, :]
-        tl.store(o_ptrs, o.to(o_ptr.dtype.element_ty), mask=h_ok[:, None])
+        tl.store(o_ptrs, o.to(o_ptr.dtype.element_ty), mask=h_ok[:, None] & d_ok[None, :])
     else:
         row = (b * kv_heads * group + heads) * num_splits + split  # [B*Hq, NUM_SPLITS] index
-        tl.store(o_ptr + row[:, None] * HEAD_DIM + offs_d[None, :], o, mask=h_ok[:, None])
+        o_ptrs = o_ptr + row[:, None] * HEAD_DIM + offs_d[None, :]
+        tl.store(o_ptrs, o, mask=h_ok[:, None] & d_ok[None, :])
         # l >= 1 once any key was seen; an empty slice keeps m = -inf, so lse = -inf.
         tl.store(lse_ptr + row, m_i + tl.log2(tl.maximum(l_i, 1.0)), mask=h_ok)
 
@@ -128,6 +133,7 @@ def _decode_combine_kernel(
     stride_ob,
     stride_oh,
     HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
     BLOCK_S: tl.constexpr,
 ):
     pid = tl.program_id(0)  # b * Hq + h
@@ -135,16 +141,20 @@ def _decode_combine_kernel(
     h = (pid % heads).to(tl.int64)
     offs_s = tl.arange(0, BLOCK_S)
     s_ok = offs_s < num_splits
-    offs_d = tl.arange(0, HEAD_DIM)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < HEAD_DIM
     row = pid.to(tl.int64) * num_splits + offs_s
     lse = tl.load(lse_ptr + row, mask=s_ok, other=float("-inf"))
     o = tl.load(
-        o_part_ptr + row[:, None] * HEAD_DIM + offs_d[None, :], mask=s_ok[:, None], other=0.0
+        o_part_ptr + row[:, None] * HEAD_DIM + offs_d[None, :],
+        mask=s_ok[:, None] & d_ok[None, :],
+        other=0.0,
     )
     top = tl.max(lse, 0)  # finite: the first slice always holds key 0
     w = tl.math.exp2(lse - top)
     out = tl.sum(w[:, None] * o, 0) / tl.sum(w, 0)
-    tl.store(out_ptr + b * stride_ob + h * stride_oh + offs_d, out.to(out_ptr.dtype.element_ty))
+    out_ptrs = out_ptr + b * stride_ob + h * stride_oh + offs_d
+    tl.store(out_ptrs, out.to(out_ptr.dtype.element_ty), mask=d_ok)
 
 
 def plan(batch: int, kv_heads: int, s_max: int, sms: int) -> dict:
@@ -228,13 +238,15 @@ def decode_attention(
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
         stride_ob, stride_oh,
-        HEAD_DIM=d, BLOCK_H=block_h, BLOCK_N=block_n, DIRECT=direct,
+        HEAD_DIM=d, BLOCK_D=triton.next_power_of_2(d), BLOCK_H=block_h, BLOCK_N=block_n,
+        DIRECT=direct,
         num_warps=p["num_warps"], num_stages=p["num_stages"],
     )  # fmt: skip
     if not direct:
         _decode_combine_kernel[(batch * hq,)](
             o_part, lse, o, hq, num_splits, o.stride(0), o.stride(1),
-            HEAD_DIM=d, BLOCK_S=triton.next_power_of_2(num_splits), num_warps=4,
+            HEAD_DIM=d, BLOCK_D=triton.next_power_of_2(d),
+            BLOCK_S=triton.next_power_of_2(num_splits), num_warps=4,
         )  # fmt: skip
     return o
 
@@ -245,8 +257,8 @@ def _check_shapes(q, k_cache, v_cache, context_lens) -> None:
     batch, hq, d = q.shape
     if k_cache.shape[0] != batch or k_cache.shape[3] != d or hq % k_cache.shape[1]:
         raise ValueError(f"q {tuple(q.shape)} does not match the cache {tuple(k_cache.shape)}")
-    if d < 16 or d & (d - 1):
-        raise ValueError(f"head_dim {d} must be a power of two >= 16")
+    if not MIN_HEAD_DIM <= d <= MAX_HEAD_DIM:
+        raise ValueError(f"head_dim {d} must be in {MIN_HEAD_DIM}..{MAX_HEAD_DIM}")
     if q.stride(2) != 1 or k_cache.stride(3) != 1 or v_cache.stride(3) != 1:
         raise ValueError("q and the caches must be contiguous along head_dim")
     if tuple(context_lens.shape) != (batch,) or context_lens.dtype != torch.int32:

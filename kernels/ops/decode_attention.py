@@ -21,7 +21,7 @@ import torch
 from roofbench.kernels import decode_attention as _decode
 from roofbench.kernels import sdpa
 from roofbench.kernels._util import num_sms
-from roofbench.kernels.ops.prefill_attention import llama_heads, power_of_two_head_dim
+from roofbench.kernels.ops.prefill_attention import head_dim_in_range, llama_heads
 from roofbench.kernels.registry import register_impl
 from roofbench.kernels.spec import OpCase, generator, randn, register_op, vendor_then_copy
 from roofbench.theory import ops
@@ -195,7 +195,7 @@ register_impl(
     "decode_attention",
     "triton",
     _decode.decode_attention,
-    supports=power_of_two_head_dim,
+    supports=head_dim_in_range,
     plan=_triton_plan,
     description="Triton split-KV decode attention (flash-decoding, GQA heads share a K/V read)",
 )

@@ -19,6 +19,7 @@ import torch
 
 from roofbench.kernels import attention as _attention
 from roofbench.kernels import sdpa
+from roofbench.kernels._util import MAX_HEAD_DIM, MIN_HEAD_DIM
 from roofbench.kernels.registry import register_impl
 from roofbench.kernels.spec import OpCase, generator, randn, register_op, vendor_then_copy
 from roofbench.theory import ops
@@ -151,11 +152,11 @@ class PrefillAttentionCase(OpCase):
         ]
 
 
-def power_of_two_head_dim(case) -> str | None:
-    """Our Triton attention kernels tile the head dimension whole: it must be 2^n >= 16."""
+def head_dim_in_range(case) -> str | None:
+    """Our Triton attention kernels pad the head dimension to a power of two: 16..256."""
     d = case.head_dim
-    if d < 16 or d & (d - 1):
-        return f"head_dim {d} is not a power of two >= 16 (the Triton kernel tiles it whole)"
+    if not MIN_HEAD_DIM <= d <= MAX_HEAD_DIM:
+        return f"head_dim {d} is outside {MIN_HEAD_DIM}..{MAX_HEAD_DIM} (the Triton kernels)"
     return None
 
 
@@ -167,7 +168,7 @@ register_impl(
     "prefill_attention",
     "triton",
     _attention.attention,
-    supports=power_of_two_head_dim,
+    supports=head_dim_in_range,
     plan=_triton_plan,
     description="Triton flash-attention forward (online softmax, causal blocks skipped)",
 )
