@@ -85,6 +85,7 @@ def _decode_split_kernel(
     # nothing to q.k and write nothing out.
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < HEAD_DIM
+    PAD_D: tl.constexpr = BLOCK_D != HEAD_DIM  # a power-of-two head_dim keeps its plain loads
     offs_n = tl.arange(0, BLOCK_N)
     q = tl.load(
         q_ptr + b * stride_qb + heads[:, None] * stride_qh + offs_d[None, :],
@@ -100,14 +101,18 @@ def _decode_split_kernel(
     for start in range(lo, hi, BLOCK_N):
         cols = start + offs_n
         keep = cols < hi
-        k = tl.load(k_ptrs + start * stride_ks, mask=keep[:, None] & d_ok[None, :], other=0.0)
+        if PAD_D:  # noqa: SIM108 - a constexpr branch: Triton compiles one side
+            kv_ok = keep[:, None] & d_ok[None, :]
+        else:
+            kv_ok = keep[:, None]
+        k = tl.load(k_ptrs + start * stride_ks, mask=kv_ok, other=0.0)
         s = tl.dot(q, tl.trans(k)) * qk_scale
         s = tl.where(keep[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))  # finite: each block has >= 1 key in range
         p = tl.math.exp2(s - m_new[:, None])
         alpha = tl.math.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(v_ptrs + start * stride_vs, mask=keep[:, None] & d_ok[None, :], other=0.0)
+        v = tl.load(v_ptrs + start * stride_vs, mask=kv_ok, other=0.0)
         acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
         m_i = m_new
 
