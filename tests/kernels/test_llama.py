@@ -235,3 +235,25 @@ def test_decode_graph_replays_the_eager_step():
         graph = DecodeGraph(model, toks[:, 8:9], context)
         assert torch.equal(graph.step(advance=True), eager)
         assert graph.context_lens.tolist() == [9, 9]
+
+
+@pytest.mark.parametrize("head_dim,heads,kv_heads", [(96, 7, 1), (80, 4, 2)])
+def test_triton_backend_matches_torch_at_odd_head_dims_and_groups(head_dim, heads, kv_heads):
+    """A Phi-3-like head_dim (96) with a group of 7, and 80: the decoder runs on our kernels."""
+    config = ModelConfig(
+        name="odd", hidden_size=128, num_layers=1, num_heads=heads, num_kv_heads=kv_heads,
+        intermediate_size=96, vocab_size=97, head_dim=head_dim,
+    )  # fmt: skip
+    reference = Llama.random(config, "torch", seed=3)
+    ours = reference.with_backend("triton")
+    tokens = torch.randint(0, 97, (2, 9), generator=torch.Generator().manual_seed(1))
+    expected, got = reference.prefill(tokens), ours.prefill(tokens)
+    assert torch.allclose(got, expected, rtol=1e-3, atol=1e-3)
+    lens = torch.full((2,), 9, dtype=torch.int32)
+    reference.allocate_cache(2, 16)
+    ours.allocate_cache(2, 16)
+    reference.prefill(tokens)
+    ours.prefill(tokens)
+    step = torch.randint(0, 97, (2, 1), generator=torch.Generator().manual_seed(2))
+    assert torch.allclose(ours.decode_step(step, lens), reference.decode_step(step, lens),
+                          rtol=1e-3, atol=1e-3)  # fmt: skip
