@@ -22,6 +22,11 @@ H100_SMS = 132
 MIN_HEAD_DIM, MAX_HEAD_DIM = 16, 256
 
 
+def default_device() -> torch.device:
+    """CUDA when torch sees a GPU, else the CPU: where a case runs unless told otherwise."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def is_interpreter() -> bool:
     """True when Triton runs kernels on the CPU interpreter (TRITON_INTERPRET=1)."""
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
+from roofbench.kernels._util import default_device
 from roofbench.kernels.catalog import get_impl
 from roofbench.kernels.registry import Impl, Unsupported
 from roofbench.kernels.spec import ELEMENT_FACTOR, OpCase, relative_error
@@ -57,7 +58,7 @@ def check(
     device defaults to CUDA when present, else the CPU. Never raises for a failing
     implementation: an exception becomes a failed result whose reason names it.
     """
-    device = torch.device(device if device is not None else _default_device())
+    device = torch.device(device) if device is not None else default_device()
     if seed is None:
         seed = int.from_bytes(os.urandom(4), "little")
     tol = case.tolerance
@@ -100,7 +101,3 @@ def check(
     else:
         return CheckResult(max_abs, rel, True, "ok", tol, seed)
     return CheckResult(max_abs, rel, False, reason, tol, seed)
-
-
-def _default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from roofbench.kernels.spec import OpCase, registered_ops
 from roofbench.theory.plan import LaunchPlan
@@ -57,7 +57,6 @@ class Impl:
     available: Callable[[], str | None] | None = None
     description: str = ""
     origin: str = BUILTIN  # "built-in", or the plugin file / module / entry point it came from
-    tags: tuple[str, ...] = field(default=())
 
     def unavailable(self) -> str | None:
         """None when it can run on this machine, else why not."""

@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from roofbench.theory.ops import OpCost, dtype_bytes
+from roofbench.theory.ops import OpCost
 from roofbench.theory.plan import KernelLaunch, LaunchPlan
 from roofbench.theory.tiers import Work
 
@@ -56,6 +56,11 @@ TORCH_DTYPES: dict[str, torch.dtype] = {
     "fp32": torch.float32,
 }
 _ALIASES = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float32": "fp32"}
+
+
+def powers_of_two(low: int, high: int) -> tuple[int, ...]:
+    """The powers of two from the one at or below `low` up to `high`: sweep axes."""
+    return tuple(1 << e for e in range(low.bit_length() - 1, high.bit_length()))
 
 
 def dtype_name(dtype: torch.dtype | str) -> str:
@@ -179,7 +184,7 @@ def vendor_then_copy(vendor: str):
     compulsory bytes (partial bytes count both sides: the result's bytes on each kernel)."""
 
     def plan(case: OpCase) -> LaunchPlan:
-        out_bytes = float(math.prod(case.out_shape) * dtype_bytes(case.dtype))
+        out_bytes = case.cost().bytes_written
         return LaunchPlan(
             (
                 KernelLaunch(vendor, partial_bytes=out_bytes),

@@ -84,15 +84,6 @@ class Calibration:
             raise ValueError(f"calibration lacks {', '.join(sorted(missing))}")
         return cls(**{k: v for k, v in data.items() if k in names})
 
-    def roof(self) -> Roof:
-        """The T1 roof as a plain roofline (burst peak, copy bandwidth, graph launch floor)."""
-        return Roof(
-            self.matmul_burst_flops,
-            self.copy_bytes_per_s,
-            self.launch_s,
-            f"calibrated {self.source}",
-        )
-
 
 @dataclass(frozen=True)
 class Work:

@@ -12,15 +12,13 @@ from __future__ import annotations
 import dataclasses
 
 from roofbench.bench.core.records import Record
-from roofbench.bench.core.timing import HOLD_S
+from roofbench.bench.core.timing import FLUSH_L2S, HOLD_S
 from roofbench.theory import tiers
 from roofbench.theory.plan import LaunchPlan
 from roofbench.theory.roofline import Roof
 
 # A measured time more than this far under the T1 roof's time is a violation of the roof.
 VIOLATION = 0.02
-# The events timer's flush writes this many L2s between calls.
-FLUSH_L2S = 2
 
 
 def idle_gap_s(cal: tiers.Calibration) -> float:

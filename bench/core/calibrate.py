@@ -24,11 +24,13 @@ import json
 import os
 import time
 from collections.abc import Callable
+from dataclasses import fields
 from datetime import datetime, timezone
 from pathlib import Path
 
 from roofbench.bench.core.identity import utc_now, versions
 from roofbench.bench.core.sampling import StopRule, percentile, relative_spread
+from roofbench.theory import ops
 from roofbench.theory.tiers import Calibration
 
 VERSION = 1
@@ -146,15 +148,15 @@ def _streams(probe: _Probe, device) -> None:
     reads = {f"read_sum {b}x{i} w{w}": launcher(probes.read_sum, (src, part), b, i, w)
              for b, i, w in shapes}  # fmt: skip
     reads["torch.sum"] = lambda: src.sum()
-    _best_stream(probe, "read_bytes_per_s", reads, n * 4)
+    _best_stream(probe, "read_bytes_per_s", reads, ops.read(n * 4, 4).bytes_read)
     writes = {f"fill {b}x{i} w{w}": launcher(probes.fill, (dst, 1.0), b, i, w)
               for b, i, w in shapes}  # fmt: skip
     writes["torch.fill_"] = lambda: dst.fill_(1.0)
-    _best_stream(probe, "write_bytes_per_s", writes, n * 4)
+    _best_stream(probe, "write_bytes_per_s", writes, ops.fill(n * 4).bytes_)
     copies = {f"copy {b}x{i} w{w}": launcher(probes.copy, (src, dst), b, i, w)
               for b, i, w in shapes}  # fmt: skip
     copies["torch.copy_"] = lambda: dst.copy_(src)
-    _best_stream(probe, "copy_bytes_per_s", copies, 2 * n * 4)
+    _best_stream(probe, "copy_bytes_per_s", copies, ops.copy(n * 4).bytes_)
 
 
 def _matmul(probe: _Probe, device) -> None:
@@ -166,7 +168,7 @@ def _matmul(probe: _Probe, device) -> None:
     a = torch.randn(n, n, dtype=torch.bfloat16, device=device)
     b = torch.randn(n, n, dtype=torch.bfloat16, device=device)
     c = torch.empty(n, n, dtype=torch.bfloat16, device=device)
-    flops = 2.0 * n**3
+    flops = ops.gemm(n, n, n, "bf16").flops
     product = lambda: torch.matmul(a, b, out=c)
     product()
     torch.cuda.synchronize()
@@ -377,21 +379,15 @@ def calibrate(telemetry=None, console=None) -> dict:
     return doc
 
 
+# Calibration fields that are not a probe's constant: facts of the device.
+DEVICE_FIELDS = ("sms", "sm_clock_hz", "l2_bytes", "source")
+
+
 def _theory_constants(constants: dict, device: dict) -> dict:
-    value = {name: entry["value"] for name, entry in constants.items()}
+    """The theory's Calibration: each probe constant's value, and the device's facts."""
+    measured = [f.name for f in fields(Calibration) if f.name not in DEVICE_FIELDS]
     cal = Calibration(
-        read_bytes_per_s=value["read_bytes_per_s"],
-        write_bytes_per_s=value["write_bytes_per_s"],
-        copy_bytes_per_s=value["copy_bytes_per_s"],
-        matmul_burst_flops=value["matmul_burst_flops"],
-        matmul_sustained_flops=value["matmul_sustained_flops"],
-        launch_s=value["launch_s"],
-        launch_stream_s=value["launch_stream_s"],
-        dram_latency_s=value["dram_latency_s"],
-        dram_latency_loaded_s=value["dram_latency_loaded_s"],
-        exp2_per_clock_per_sm=value["exp2_per_clock_per_sm"],
-        fma_per_clock_per_sm=value["fma_per_clock_per_sm"],
-        writeback_s=value["writeback_s"],
+        **{name: constants[name]["value"] for name in measured},
         sms=device["sms"],
         sm_clock_hz=(device["max_sm_clock_mhz"] or 0) * 1e6,
         l2_bytes=device["l2_bytes"],

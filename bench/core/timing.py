@@ -58,6 +58,8 @@ GRAPH_BELOW_S = 50e-6
 # its SMs faster, so the hold lasts at least this long).
 HOLD_S = 100e-6
 HOLD_CLOCK_HZ = 2.1e9
+# The events timer's flush writes this many L2s between calls.
+FLUSH_L2S = 2
 
 
 # --- CUDA timers -------------------------------------------------------------------------------
@@ -66,7 +68,7 @@ HOLD_CLOCK_HZ = 2.1e9
 class L2Flush:
     """Writes a buffer of `factor` x the device's L2 size, evicting whatever a call left there."""
 
-    def __init__(self, device: Any = None, factor: int = 2):
+    def __init__(self, device: Any = None, factor: int = FLUSH_L2S):
         import torch
 
         dev = torch.device("cuda", torch.cuda.current_device()) if device is None else device

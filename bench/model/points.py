@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from roofbench.bench.core.records import Record
+from roofbench.kernels.spec import powers_of_two
 from roofbench.theory import llm
 from roofbench.theory.analysis import MODEL_PHASES, model_phase
 from roofbench.theory.llm import ModelConfig
@@ -38,10 +39,6 @@ BUDGET_REASON = "time budget reached"
 WEIGHT_FRACTION = 0.5
 # A point is skipped when its cache and workspace estimate exceed this fraction of free memory.
 FIT_FRACTION = 0.9
-
-
-def _powers_of_two(low: int, high: int) -> tuple[int, ...]:
-    return tuple(1 << e for e in range(low.bit_length() - 1, high.bit_length()))
 
 
 # --- sweeps, as data ---------------------------------------------------------------------------
@@ -80,12 +77,12 @@ SWEEPS: dict[str, ModelSweep] = {
     "medium": ModelSweep(
         name="medium",
         ttft_batches=(1, 4, 16),
-        ttft_prompts=_powers_of_two(128, 32768)[::2],  # 128, 512, 2048, 8192, 32768
+        ttft_prompts=powers_of_two(128, 32768)[::2],  # 128, 512, 2048, 8192, 32768
         tbt_batches=(1, 4, 16, 64, 256),
-        tbt_contexts=_powers_of_two(128, 32768)[::2],
-        naive_sequences=_powers_of_two(128, 8192)[::2],
+        tbt_contexts=powers_of_two(128, 32768)[::2],
+        naive_sequences=powers_of_two(128, 8192)[::2],
         knee_context=32,
-        knee_batches=_powers_of_two(1, 512),
+        knee_batches=powers_of_two(1, 512),
         mha_batches=(1, 16),
         mha_contexts=(512, 8192),
         max_prefill_tokens=32768,
@@ -93,12 +90,12 @@ SWEEPS: dict[str, ModelSweep] = {
     "full": ModelSweep(
         name="full",
         ttft_batches=(1, 4, 16),
-        ttft_prompts=_powers_of_two(128, 32768),
-        tbt_batches=_powers_of_two(1, 256),
-        tbt_contexts=_powers_of_two(128, 32768),
-        naive_sequences=_powers_of_two(128, 8192),
+        ttft_prompts=powers_of_two(128, 32768),
+        tbt_batches=powers_of_two(1, 256),
+        tbt_contexts=powers_of_two(128, 32768),
+        naive_sequences=powers_of_two(128, 8192),
         knee_context=32,
-        knee_batches=_powers_of_two(1, 1024),
+        knee_batches=powers_of_two(1, 1024),
         mha_batches=(1, 16),
         mha_contexts=(512, 2048, 8192, 32768),
     ),

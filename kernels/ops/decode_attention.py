@@ -20,20 +20,23 @@ import torch
 
 from roofbench.kernels import decode_attention as _decode
 from roofbench.kernels import sdpa
-from roofbench.kernels._util import num_sms
+from roofbench.kernels._util import default_device, num_sms
 from roofbench.kernels.ops.prefill_attention import head_dim_in_range, llama_heads
 from roofbench.kernels.registry import register_impl
-from roofbench.kernels.spec import OpCase, generator, randn, register_op, vendor_then_copy
+from roofbench.kernels.spec import (
+    OpCase,
+    generator,
+    powers_of_two,
+    randn,
+    register_op,
+    vendor_then_copy,
+)
 from roofbench.theory import ops
 from roofbench.theory.ops import OpCost
 from roofbench.theory.tiers import Work
 
 GATE_MAX_BATCH = 2
 GATE_MAX_CONTEXT = 32768
-
-
-def _powers_of_two(low: int, high: int) -> tuple[int, ...]:
-    return tuple(1 << e for e in range(low.bit_length() - 1, high.bit_length()))
 
 
 @register_op
@@ -159,7 +162,7 @@ class DecodeAttentionCase(OpCase):
     def sweep(cls, name: str) -> list[DecodeAttentionCase]:
         batches, contexts = {
             "quick": ((1, 16, 64), (1024, 8192, 32768)),
-            "full": (_powers_of_two(1, 256), _powers_of_two(512, 131072)),
+            "full": (powers_of_two(1, 256), powers_of_two(512, 131072)),
         }[name]
         heads = llama_heads()
         return [
@@ -185,9 +188,8 @@ def with_host_lengths(fn):
 
 
 def _triton_plan(case: DecodeAttentionCase):
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return _decode.launch_plan(
-        case.batch, case.heads, case.kv_heads, case.s_max, case.head_dim, num_sms(device)
+        case.batch, case.heads, case.kv_heads, case.s_max, case.head_dim, num_sms(default_device())
     )
 
 

@@ -15,10 +15,17 @@ from typing import ClassVar
 import torch
 
 from roofbench.kernels import gemm as _gemm
-from roofbench.kernels._util import linear_reference
+from roofbench.kernels._util import default_device, linear_reference
 from roofbench.kernels.gemv import TOKENS_PER_DOT
 from roofbench.kernels.registry import register_impl
-from roofbench.kernels.spec import OpCase, generator, randn, register_op, vendor_then_copy
+from roofbench.kernels.spec import (
+    OpCase,
+    generator,
+    powers_of_two,
+    randn,
+    register_op,
+    vendor_then_copy,
+)
 from roofbench.theory import ops
 from roofbench.theory.llm import MODELS
 from roofbench.theory.ops import OpCost
@@ -29,7 +36,7 @@ GEMV_MAX_M = TOKENS_PER_DOT  # M <= 16 token rows is the decode-shaped product (
 # above this many rows the gate checks a case with fewer rows (same N, K and code path).
 GATE_MAX_M = 2048
 QUICK_M = (1, 4, 16, 64, 256, 1024, 4096)
-FULL_M = tuple(1 << e for e in range(14))  # 1 ... 8192
+FULL_M = powers_of_two(1, 8192)
 
 
 @register_op
@@ -107,12 +114,8 @@ def linear_sweep(cls, name: str, keep) -> list:
     ]
 
 
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def triton_plan(case: GemmCase):
-    return _gemm.launch_plan(case.m, case.n, case.k, case.torch_dtype, _device())
+    return _gemm.launch_plan(case.m, case.n, case.k, case.torch_dtype, default_device())
 
 
 register_impl(

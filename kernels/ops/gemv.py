@@ -14,7 +14,7 @@ from typing import ClassVar
 import torch
 
 from roofbench.kernels import gemv as _gemv
-from roofbench.kernels._util import linear_reference, num_sms
+from roofbench.kernels._util import default_device, linear_reference, num_sms
 from roofbench.kernels.ops.gemm import GEMV_MAX_M, GemmCase, linear_sweep
 from roofbench.kernels.registry import register_impl
 from roofbench.kernels.spec import register_op, vendor_then_copy
@@ -47,9 +47,8 @@ class GemvCase(GemmCase):
 
 
 def triton_plan(case: GemvCase):
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     size = torch.empty(0, dtype=case.torch_dtype).element_size()
-    return _gemv.launch_plan(case.m, case.n, case.k, size, num_sms(device))
+    return _gemv.launch_plan(case.m, case.n, case.k, size, num_sms(default_device()))
 
 
 register_impl(

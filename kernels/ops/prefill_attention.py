@@ -21,7 +21,14 @@ from roofbench.kernels import attention as _attention
 from roofbench.kernels import sdpa
 from roofbench.kernels._util import MAX_HEAD_DIM, MIN_HEAD_DIM
 from roofbench.kernels.registry import register_impl
-from roofbench.kernels.spec import OpCase, generator, randn, register_op, vendor_then_copy
+from roofbench.kernels.spec import (
+    OpCase,
+    generator,
+    powers_of_two,
+    randn,
+    register_op,
+    vendor_then_copy,
+)
 from roofbench.theory import ops
 from roofbench.theory.llm import MODELS
 from roofbench.theory.ops import OpCost
@@ -32,10 +39,6 @@ from roofbench.theory.tiers import Work
 # same heads on fewer sequences and tokens.
 GATE_MAX_BATCH = 2
 GATE_MAX_SEQ = 4096
-
-
-def _powers_of_two(low: int, high: int) -> tuple[int, ...]:
-    return tuple(1 << e for e in range(low.bit_length() - 1, high.bit_length()))
 
 
 def llama_heads(model: str = "llama3-8b") -> dict:
@@ -142,7 +145,7 @@ class PrefillAttentionCase(OpCase):
     def sweep(cls, name: str) -> list[PrefillAttentionCase]:
         seqs, batches = {
             "quick": ((512, 2048, 8192), (1,)),
-            "full": (_powers_of_two(512, 32768), (1, 8)),
+            "full": (powers_of_two(512, 32768), (1, 8)),
         }[name]
         heads = llama_heads()
         return [

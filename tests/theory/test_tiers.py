@@ -1,6 +1,9 @@
 """theory/tiers: each term against hand-computed figures, the tile counts, and the properties of
 predict() (tier order, monotonicity, terms, bound) on a small made-up calibration."""
 
+import json
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -10,23 +13,11 @@ from roofbench.theory.plan import KernelLaunch, LaunchPlan
 from roofbench.theory.roofline import Roof
 from roofbench.theory.tiers import Calibration, Work
 
-CAL = Calibration(
-    read_bytes_per_s=4.5e12,
-    write_bytes_per_s=4.0e12,
-    copy_bytes_per_s=4.2e12,
-    matmul_burst_flops=800e12,
-    matmul_sustained_flops=680e12,
-    launch_s=2e-6,
-    launch_stream_s=4e-6,
-    dram_latency_s=0.4e-6,
-    dram_latency_loaded_s=1.5e-6,
-    exp2_per_clock_per_sm=16,
-    fma_per_clock_per_sm=128,
-    writeback_s=1.6e-5,
-    sms=132,
-    sm_clock_hz=1.98e9,
-    l2_bytes=50e6,
-    source="test",
+# One made-up calibration for every test of the tiers (H200-like round figures).
+CAL = Calibration.from_dict(
+    json.loads(
+        (Path(__file__).resolve().parents[1] / "data" / "made_up_calibration.json").read_text()
+    )
 )
 DATASHEET = Roof(989e12, 4.8e12, 4e-6, "datasheet")
 IDLE_GAP_S = 50e-6

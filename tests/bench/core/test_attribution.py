@@ -2,6 +2,8 @@
 rule, the case rebuilt from a record's columns (`case_of`), and `retier` reproducing them."""
 
 import dataclasses
+import json
+from pathlib import Path
 
 import pytest
 
@@ -16,23 +18,11 @@ from roofbench.theory.tiers import Calibration
 MEASURED = Roof(peak_flops=700e12, bandwidth_bytes_per_s=4.2e12, launch_s=1e-6, source="m")
 DATASHEET = Roof(peak_flops=989e12, bandwidth_bytes_per_s=4.8e12, launch_s=4e-6, source="d")
 CTX = RunContext(DATASHEET, MEASURED, telemetry=None, rule=None, identity={"gpu": "G"})
-CAL = Calibration(
-    read_bytes_per_s=4.5e12,
-    write_bytes_per_s=4.0e12,
-    copy_bytes_per_s=4.2e12,
-    matmul_burst_flops=800e12,
-    matmul_sustained_flops=680e12,
-    launch_s=2e-6,
-    launch_stream_s=4e-6,
-    dram_latency_s=0.4e-6,
-    dram_latency_loaded_s=1.5e-6,
-    exp2_per_clock_per_sm=16,
-    fma_per_clock_per_sm=128,
-    writeback_s=1.6e-5,
-    sms=132,
-    sm_clock_hz=1.98e9,
-    l2_bytes=50e6,
-    source="test",
+# One made-up calibration for every test of the tiers (H200-like round figures).
+CAL = Calibration.from_dict(
+    json.loads(
+        (Path(__file__).resolve().parents[2] / "data" / "made_up_calibration.json").read_text()
+    )
 )
 GEMV = make_case("gemv", m=1, n=4096, k=4096)
 # The GEMV reads x and W (bf16) and writes y: memory-bound by far (2 FLOP per 2 bytes of W).

@@ -4,6 +4,7 @@ where it is cached, how its constants become a `Calibration`, and which document
 
 import json
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -13,23 +14,11 @@ from roofbench.theory.tiers import Calibration
 
 CREATED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 DEVICE = {"uuid": "GPU-1", "driver": "570.1", "max_sm_clock_mhz": 1980, "max_mem_clock_mhz": 2619}
-CAL = Calibration(
-    read_bytes_per_s=4.5e12,
-    write_bytes_per_s=4.0e12,
-    copy_bytes_per_s=4.2e12,
-    matmul_burst_flops=800e12,
-    matmul_sustained_flops=680e12,
-    launch_s=2e-6,
-    launch_stream_s=4e-6,
-    dram_latency_s=0.4e-6,
-    dram_latency_loaded_s=1.5e-6,
-    exp2_per_clock_per_sm=16,
-    fma_per_clock_per_sm=128,
-    writeback_s=1.6e-5,
-    sms=132,
-    sm_clock_hz=1.98e9,
-    l2_bytes=50e6,
-    source="test",
+# One made-up calibration for every test of the tiers (H200-like round figures).
+CAL = Calibration.from_dict(
+    json.loads(
+        (Path(__file__).resolve().parents[2] / "data" / "made_up_calibration.json").read_text()
+    )
 )
 
 
