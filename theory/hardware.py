@@ -27,6 +27,12 @@ class GpuSpec:
     max_sm_clock_mhz: int
     source: str
     nvml_names: tuple[str, ...] = ()
+    # The GPU-to-GPU link, per GPU and per direction (decimal GB/s): the rate NCCL's bus
+    # bandwidth is held against. Datasheets quote both directions together ("NVLink 900 GB/s"
+    # is 450 GB/s each way). 0: not known (a spec derived from NVML).
+    link: str = ""
+    link_gbps: float = 0.0
+    link_source: str = ""
 
     def peak_tflops(self, dtype: str) -> float:
         """Dense peak for `dtype`; fp16 falls back to bf16 (equal on every part listed)."""
@@ -51,6 +57,10 @@ def _peaks(fp32: float, tf32: float, bf16: float, fp8: float | None) -> dict[str
 
 
 _HOPPER_SOURCE = "NVIDIA H100 Tensor Core GPU datasheet; sparse peaks halved to dense"
+_NVLINK4_SOURCE = (
+    "NVIDIA H100 datasheet (SXM): NVLink 900 GB/s both ways; 18 NVLink 4 links of 25 GB/s each "
+    "way (Hopper architecture paper)"
+)
 
 GPUS: dict[str, GpuSpec] = {
     spec.slug: spec
@@ -66,6 +76,9 @@ GPUS: dict[str, GpuSpec] = {
             max_sm_clock_mhz=1980,
             source=_HOPPER_SOURCE + "; 132 SMs and 50 MB L2 from the Hopper architecture paper",
             nvml_names=("NVIDIA H100 80GB HBM3", "NVIDIA H100 SXM5 80GB"),
+            link="NVLink 4 (18 links)",
+            link_gbps=450.0,
+            link_source=_NVLINK4_SOURCE,
         ),
         GpuSpec(
             slug="h100-pcie",
@@ -78,6 +91,9 @@ GPUS: dict[str, GpuSpec] = {
             max_sm_clock_mhz=1755,
             source=_HOPPER_SOURCE + " (PCIe column)",
             nvml_names=("NVIDIA H100 PCIe",),
+            link="PCIe Gen5 x16",
+            link_gbps=64.0,
+            link_source="NVIDIA H100 datasheet (PCIe column): PCIe Gen5 128 GB/s both ways",
         ),
         GpuSpec(
             slug="h200",
@@ -91,6 +107,9 @@ GPUS: dict[str, GpuSpec] = {
             source="NVIDIA H200 Tensor Core GPU datasheet (SXM); sparse peaks halved to dense; "
             "L2 size as the CUDA runtime reports it",
             nvml_names=("NVIDIA H200",),
+            link="NVLink 4 (18 links)",
+            link_gbps=450.0,
+            link_source="NVIDIA H200 datasheet (SXM): NVLink 900 GB/s both ways",
         ),
         GpuSpec(
             slug="a100-sxm-80gb",
@@ -103,6 +122,9 @@ GPUS: dict[str, GpuSpec] = {
             max_sm_clock_mhz=1410,
             source="NVIDIA A100 Tensor Core GPU datasheet (80GB SXM); Ampere architecture paper",
             nvml_names=("NVIDIA A100-SXM4-80GB",),
+            link="NVLink 3 (12 links)",
+            link_gbps=300.0,
+            link_source="NVIDIA A100 datasheet (SXM): NVLink 600 GB/s both ways",
         ),
         GpuSpec(
             slug="l40s",
@@ -115,6 +137,9 @@ GPUS: dict[str, GpuSpec] = {
             max_sm_clock_mhz=2520,
             source="NVIDIA L40S datasheet; sparse peaks halved to dense (GDDR6, not HBM)",
             nvml_names=("NVIDIA L40S",),
+            link="PCIe Gen4 x16",
+            link_gbps=32.0,
+            link_source="NVIDIA L40S datasheet: PCIe Gen4 x16 64 GB/s both ways (no NVLink)",
         ),
         GpuSpec(
             slug="l4",
@@ -127,6 +152,9 @@ GPUS: dict[str, GpuSpec] = {
             max_sm_clock_mhz=2040,
             source="NVIDIA L4 datasheet; sparse peaks halved to dense (GDDR6, not HBM)",
             nvml_names=("NVIDIA L4",),
+            link="PCIe Gen4 x16",
+            link_gbps=32.0,
+            link_source="NVIDIA L4 datasheet: PCIe Gen4 x16 64 GB/s both ways (no NVLink)",
         ),
         GpuSpec(
             slug="b200",
@@ -140,6 +168,9 @@ GPUS: dict[str, GpuSpec] = {
             source="NVIDIA HGX B200 datasheet, one eighth of the 8-GPU figures, sparse halved to "
             "dense; SM count, L2 and clock as the CUDA runtime and NVML report them",
             nvml_names=("NVIDIA B200",),
+            link="NVLink 5 (18 links)",
+            link_gbps=900.0,
+            link_source="NVIDIA HGX B200 datasheet: NVLink 1.8 TB/s per GPU both ways",
         ),
     )
 }
