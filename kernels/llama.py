@@ -19,8 +19,11 @@ all four) and "torch" (F.linear, SDPA: the baselines); or a mapping such as
 decoder calls an implementation without `out=` (it must then return a fresh result) and gives
 decode attention the lengths as an int32 device tensor, so that a step can be graph-captured.
 
-Rotary embeddings follow Llama 3: theta = 500000, rotate-half pairing (dimension i with i + D/2,
-the Hugging Face layout); Llama 3.1's long-context frequency scaling is not applied.
+Rotary embeddings use the config's rope_theta (Llama 3's 500000 by default) and rotate-half
+pairing (dimension i with i + D/2, the Hugging Face layout), RMSNorm its rms_norm_eps; long-context
+frequency scaling (`rope_scaling`) is not applied. Biases follow the config: Llama's
+`attention_bias` on q, k, v and o, Qwen2's on q, k and v only, `mlp_bias` on the MLP. With
+`tie_word_embeddings` the LM head is the embedding matrix itself.
 
 Phases (each returns the logits of each sequence's newest token, [B, vocab]):
 - `prefill(tokens [B, N])`: positions 0..N-1, K and V written to the cache.
@@ -47,8 +50,8 @@ from . import catalog
 from .gemv import TOKENS_PER_DOT
 from .llama_weights import LayerWeights, Weights, random_weights
 
-ROPE_THETA = 500000.0  # Llama 3's rope_theta (config.json)
-RMS_EPS = 1e-5  # Llama 3's rms_norm_eps
+ROPE_THETA = ModelConfig.rope_theta  # Llama 3's rope_theta (config.json), the default
+RMS_EPS = ModelConfig.rms_norm_eps  # Llama 3's rms_norm_eps, the default
 GEMV_MAX_M = TOKENS_PER_DOT  # the GEMV op serves 1..16 token rows; above, the GEMM
 PRESETS = ("triton", "torch")
 BACKENDS = PRESETS
@@ -179,7 +182,7 @@ class KVCache:
         if batch <= 0 or max_seq <= 0:
             raise ValueError(f"batch and max_seq must be positive, got {batch}, {max_seq}")
         shape = (config.num_layers, 2, batch, config.num_kv_heads, max_seq, config.head_dim)
-        cos, sin = rope_tables(config.head_dim, max_seq, device, dtype)
+        cos, sin = rope_tables(config.head_dim, max_seq, device, dtype, config.rope_theta)
         return cls(
             kv=torch.zeros(shape, device=device, dtype=dtype),
             positions=torch.zeros(batch, device=device, dtype=torch.int64),
@@ -310,6 +313,7 @@ class Llama:
         if tuple(context_lens.shape) != (batch,) or context_lens.dtype != torch.int32:
             raise ValueError("context_lens must be an int32 tensor [B]")
         cfg, w = self.config, self.weights
+        eps = cfg.rms_norm_eps
         cache.positions.copy_(context_lens)
         torch.add(context_lens, 1, out=cache.attend_lens)
         cos = cache.cos.index_select(0, cache.positions)[:, None, None, :]
@@ -317,13 +321,13 @@ class Llama:
         slot = cache.positions.view(batch, 1, 1, 1).expand(batch, cfg.num_kv_heads, 1, cfg.head_dim)
         x = F.embedding(tokens.reshape(batch), w.embed)  # [B, hidden]
         for i, layer in enumerate(w.layers):
-            q, k, v = self._qkv(rms_norm(x, layer.attn_norm), layer, batch, 1, cos, sin)
+            q, k, v = self._qkv(rms_norm(x, layer.attn_norm, eps), layer, batch, 1, cos, sin)
             k_cache, v_cache = cache.k(i), cache.v(i)
             k_cache.scatter_(2, slot, k[:, 0].unsqueeze(2))
             v_cache.scatter_(2, slot, v[:, 0].unsqueeze(2))
             o = self._fn["decode_attention"](q[:, 0], k_cache, v_cache, cache.attend_lens)
             x = x + self._linear(o.reshape(batch, cfg.q_dim), layer.wo, layer.bo)
-            x = x + self._mlp(rms_norm(x, layer.mlp_norm), layer)
+            x = x + self._mlp(rms_norm(x, layer.mlp_norm, eps), layer)
         return self._logits(x)
 
     # --- the forward pieces --------------------------------------------------------------------
@@ -335,17 +339,19 @@ class Llama:
 
     def _rope_tables(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         if n not in self._rope:
-            self._rope[n] = rope_tables(self.config.head_dim, n, self.device, self.dtype)
+            cfg = self.config
+            self._rope[n] = rope_tables(cfg.head_dim, n, self.device, self.dtype, cfg.rope_theta)
         return self._rope[n]
 
     def _forward(self, tokens, cache: KVCache | None, cos, sin) -> torch.Tensor:
         """All N positions of each sequence at once (causal), caching K and V if `cache`."""
         batch, n = tokens.shape
         cfg, w = self.config, self.weights
+        eps = cfg.rms_norm_eps
         cos, sin = cos[None, :, None, :], sin[None, :, None, :]
         x = F.embedding(tokens.reshape(-1), w.embed)  # [B*N, hidden]
         for i, layer in enumerate(w.layers):
-            q, k, v = self._qkv(rms_norm(x, layer.attn_norm), layer, batch, n, cos, sin)
+            q, k, v = self._qkv(rms_norm(x, layer.attn_norm, eps), layer, batch, n, cos, sin)
             q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, heads, N, D]
             if cache is not None:
                 cache.k(i)[:, :, :n].copy_(k)
@@ -353,7 +359,7 @@ class Llama:
             o = self._fn["prefill_attention"](q, k, v, causal=True)  # [B, Hq, N, D]
             o = o.transpose(1, 2).reshape(batch * n, cfg.q_dim)
             x = x + self._linear(o, layer.wo, layer.bo)
-            x = x + self._mlp(rms_norm(x, layer.mlp_norm), layer)
+            x = x + self._mlp(rms_norm(x, layer.mlp_norm, eps), layer)
         # Logits for each sequence's last token only, as a server does for the first token.
         return self._logits(x.view(batch, n, -1)[:, -1])
 
@@ -373,7 +379,8 @@ class Llama:
         return self._linear(F.silu(gate) * up, layer.w_down, layer.b_down)
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self._linear(rms_norm(x, self.weights.norm), self.weights.lm_head)
+        eps = self.config.rms_norm_eps
+        return self._linear(rms_norm(x, self.weights.norm, eps), self.weights.lm_head)
 
     def _linear(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None):
         """x [M, K] @ w[N, K]^T (+ b): the GEMV op's implementation up to 16 rows, else GEMM's."""

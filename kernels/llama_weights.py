@@ -64,7 +64,7 @@ def random_weights(
             mlp_norm=vector(h, 1.0),
             w_gate_up=matrix(2 * inter, h),
             w_down=matrix(h, inter),
-            bqkv=bias(qkv, config.attention_bias),
+            bqkv=bias(qkv, config.has_qkv_bias),
             bo=bias(h, config.attention_bias),
             b_gate_up=bias(2 * inter, config.mlp_bias),
             b_down=bias(h, config.mlp_bias),

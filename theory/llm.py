@@ -27,7 +27,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from roofbench.theory import ops
+from roofbench.theory import hf_config, ops
 from roofbench.theory.ops import OpCost, dtype_bytes
 from roofbench.theory.roofline import Roof
 
@@ -44,9 +44,13 @@ class ModelConfig:
     intermediate_size: int
     vocab_size: int
     head_dim: int = 0  # 0: hidden_size // num_heads
-    tie_word_embeddings: bool = False
-    attention_bias: bool = False
+    tie_word_embeddings: bool = False  # the LM head is the embedding matrix (one copy)
+    attention_bias: bool = False  # Llama's: a bias on the q, k, v and o projections
     mlp_bias: bool = False
+    qkv_bias: bool = False  # Qwen2's: a bias on q, k and v only (o has none)
+    # Numerics of the decoder (no cost depends on them): Llama 3's by default.
+    rope_theta: float = 500000.0
+    rms_norm_eps: float = 1e-5
 
     def __post_init__(self) -> None:
         sizes = {
@@ -98,12 +102,19 @@ class ModelConfig:
             "down_proj": (self.hidden_size, self.intermediate_size),
         }
 
+    @property
+    def has_qkv_bias(self) -> bool:
+        """Whether q, k and v carry a bias (Llama's attention_bias or Qwen2's qkv bias)."""
+        return self.attention_bias or self.qkv_bias
+
     # --- parameters ---------------------------------------------------------------------------
     def layer_params(self) -> int:
         """Parameters of one layer: projections, their biases if any, and the two norms."""
         params = sum(n * k for n, k in self.linear_shapes().values())
+        if self.has_qkv_bias:
+            params += self.q_dim + 2 * self.kv_dim
         if self.attention_bias:
-            params += self.q_dim + 2 * self.kv_dim + self.hidden_size
+            params += self.hidden_size  # o_proj's
         if self.mlp_bias:
             params += 2 * self.intermediate_size + self.hidden_size
         return params + 2 * self.hidden_size
@@ -172,48 +183,12 @@ _BASE = {
 MODELS: dict[str, ModelConfig] = {**_BASE, **{f"{k}-mha": m.with_mha() for k, m in _BASE.items()}}
 
 
-def from_hf_config(config: dict, name: str = "hf-model") -> ModelConfig:
-    """A ModelConfig from the fields of a Hugging Face `config.json` (Llama-style decoders)."""
-    missing = [
-        key
-        for key in (
-            "hidden_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "intermediate_size",
-            "vocab_size",
-        )
-        if key not in config
-    ]
-    if missing:
-        raise ValueError(f"config.json lacks {', '.join(missing)}")
-    sizes = (
-        "hidden_size",
-        "num_hidden_layers",
-        "num_attention_heads",
-        "num_key_value_heads",
-        "intermediate_size",
-        "vocab_size",
-        "head_dim",
-    )
-    for key in sizes:
-        value = config.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise ValueError(f"config.json: {key} must be a whole number, got {value!r}")
-    heads = config["num_attention_heads"]
-    return ModelConfig(
-        name=config.get("_name_or_path") or name,
-        hidden_size=config["hidden_size"],
-        num_layers=config["num_hidden_layers"],
-        num_heads=heads,
-        num_kv_heads=config.get("num_key_value_heads") or heads,
-        intermediate_size=config["intermediate_size"],
-        vocab_size=config["vocab_size"],
-        head_dim=config.get("head_dim") or 0,
-        tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
-        attention_bias=bool(config.get("attention_bias", False)),
-        mlp_bias=bool(config.get("mlp_bias", False)),
-    )
+def from_hf_config(config: dict, name: str = "hf-model", where: str = "config.json") -> ModelConfig:
+    """A ModelConfig from the fields of a Hugging Face `config.json` (a Llama-family decoder:
+    `theory.hf_config` says which). ValueError, naming the field, for one it cannot build."""
+    fields = hf_config.decoder_fields(config, where)
+    given = config.get("_name_or_path")
+    return ModelConfig(name=given if isinstance(given, str) and given else name, **fields)
 
 
 def load_model(name_or_path: str) -> ModelConfig:
@@ -232,7 +207,7 @@ def load_model(name_or_path: str) -> ModelConfig:
             raise ValueError(f"{path} is not valid JSON: {err.msg} at line {err.lineno}") from None
         if not isinstance(config, dict):
             raise ValueError(f"{path} does not hold a JSON object")
-        return from_hf_config(config, name=path.parent.name or path.stem)
+        return from_hf_config(config, name=path.parent.name or path.stem, where=str(path))
     raise KeyError(
         f"unknown model {name_or_path!r} (built in: {', '.join(MODELS)}; or a config.json)"
     )
