@@ -8,6 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from roofbench.bench.comm.cli import add_comm_parser
 from roofbench.bench.commands import add_small_commands
 from roofbench.theory.hardware import GPUS
 
@@ -261,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(sub)
     _add_report(sub)
     add_small_commands(sub, _add_plugin)
+    add_comm_parser(sub)
     return parser
 
 
@@ -352,6 +354,8 @@ def _model(args, console: Console) -> int:
 
 
 def _report(args, console: Console) -> int:
+    from roofbench.bench.comm.report import is_comm_run
+    from roofbench.bench.comm.report import write_report as write_comm_report
     from roofbench.bench.model.report import write_report
     from roofbench.bench.model.run import RECORDS_CSV
     from roofbench.bench.sweep.run import write_reports
@@ -361,7 +365,9 @@ def _report(args, console: Console) -> int:
         raise ValueError(f"{folder} is not a run folder (no run.json)")
     if args.retier:
         return _retier(folder, args.calibration)
-    if (folder / "records.csv").exists():
+    if is_comm_run(folder):
+        write_comm_report(folder)
+    elif (folder / "records.csv").exists():
         write_reports(folder)
     elif (folder / RECORDS_CSV).exists():
         write_report(folder)
@@ -389,6 +395,12 @@ def _baseline(args, console: Console) -> int:
     return baseline_command(args, console)
 
 
+def _comm(args, console: Console) -> int:
+    from roofbench.bench.comm.cli import comm_command
+
+    return comm_command(args, console)
+
+
 def _list(args, console: Console) -> int:
     from roofbench.bench.commands import list_command
 
@@ -412,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
             "list": _list,
             "calibrate": _calibrate,
             "baseline": _baseline,
+            "comm": _comm,
         }
         return commands[args.command](args, console)
     except (ValueError, KeyError, OSError) as err:

@@ -97,6 +97,7 @@ class Record:
     # case, and the spread of their medians (max / min - 1): the noise between sessions.
     sessions: int | None = None
     session_spread: float | None = None
+    gpus: int | None = None  # ranks a collective ran over (roofbench comm)
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -119,6 +120,7 @@ APPENDED = (
     "roofbench",
     "sessions",
     "session_spread",
+    "gpus",
 )
 _TYPES = {f.name: f.type for f in fields(Record)}
 
