@@ -138,6 +138,7 @@ def _add_run(sub) -> None:
         "(records.csv, run.json, summary.md, plots).",
     )
     p.add_argument("--sweep", choices=SWEEPS, default="quick")
+    p.add_argument("--model", metavar="NAME|config.json", help="sweep this model's shapes")
     p.add_argument("--out", default="results", help="folder the run folder goes under")
     p.add_argument("--ops", help="comma-separated ops (default: all; `roofbench list` names them)")
     p.add_argument(
@@ -276,16 +277,16 @@ def selected_ops_and_impls(args) -> tuple[tuple[str, ...], tuple[str, ...] | Non
 
 
 def _run(args, console: Console) -> int:
-    from roofbench.bench.sweep.cases import sweep
+    from roofbench.bench.sweep.cases import run_cases
     from roofbench.bench.sweep.run import run
 
     if args.resume and not (Path(args.resume) / "run.json").exists():
         raise ValueError(f"{args.resume} is not a run folder (no run.json)")
     load_plugins(args)
     ops, impls = selected_ops_and_impls(args)
-    cases = sweep(args.sweep, ops)
+    cases, label = run_cases(args.sweep, ops, args.model)
     folder = run(
-        args.sweep,
+        label,
         cases,
         args.out,
         impls=impls,

@@ -14,7 +14,7 @@ declares everything the suite needs to measure any implementation of the op:
 - `small_cases()`: small shapes for the conformance gate (an implementation passes them or
   refuses with a reason, and passes at least one); `odd_cases()`: awkward shapes (ragged, off
   every tile) that it may refuse likewise, but never silently mis-run;
-- `sweep(name)`: the cases of the `quick` and `full` sweeps.
+- `sweep(name, model)`: the cases of the `quick` and `full` sweeps, at a model's shapes if given.
 
 Adding an op: its cost in `theory/ops.py`, one file in `kernels/ops/`, and its kernel(s).
 `kernels.catalog` imports every op file and is where the suite looks ops up.
@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from roofbench.theory.llm import MODELS, ModelConfig
 from roofbench.theory.ops import OpCost
 from roofbench.theory.plan import KernelLaunch, LaunchPlan
 from roofbench.theory.tiers import Work
@@ -61,6 +62,31 @@ _ALIASES = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float32": "f
 def powers_of_two(low: int, high: int) -> tuple[int, ...]:
     """The powers of two from the one at or below `low` up to `high`: sweep axes."""
     return tuple(1 << e for e in range(low.bit_length() - 1, high.bit_length()))
+
+
+# Whose shapes a sweep takes when no model is named: Llama 3 8B's linear layers (and 70B's in
+# `full`), Llama 3 8B's attention heads.
+DEFAULT_LINEAR_MODELS = {"quick": ("llama3-8b",), "full": ("llama3-8b", "llama3-70b")}
+DEFAULT_ATTENTION_MODEL = "llama3-8b"
+
+
+def linear_layers(sweep: str, model: ModelConfig | None = None) -> dict[tuple[int, int], str]:
+    """Each distinct weight shape (n, k) of the layers' projections (`ModelConfig.linear_shapes`,
+    the per-layer ops theory.llm costs) of `model`, or of the sweep's default models, -> the
+    layers that have it, e.g. "llama3-8b k_proj, llama3-8b v_proj"."""
+    models = (model,) if model else tuple(MODELS[name] for name in DEFAULT_LINEAR_MODELS[sweep])
+    layers: dict[tuple[int, int], list[str]] = {}
+    for config in models:
+        for layer, shape in config.linear_shapes().items():
+            layers.setdefault(shape, []).append(f"{config.name} {layer}")
+    return {shape: ", ".join(names) for shape, names in layers.items()}
+
+
+def attention_heads(model: ModelConfig | None = None) -> tuple[dict[str, int], str]:
+    """(heads, kv_heads and head_dim of `model`'s attention, or the default model's; source)."""
+    config = model or MODELS[DEFAULT_ATTENTION_MODEL]
+    heads = {"heads": config.num_heads, "kv_heads": config.num_kv_heads}
+    return {**heads, "head_dim": config.head_dim}, f"{config.name} attention"
 
 
 def dtype_name(dtype: torch.dtype | str) -> str:
@@ -168,8 +194,10 @@ class OpCase:
         return []
 
     @classmethod
-    def sweep(cls, name: str) -> list[OpCase]:
-        """The cases of sweep `name` (`quick` or `full`) for this op."""
+    def sweep(cls, name: str, model: ModelConfig | None = None) -> list[OpCase]:
+        """The cases of sweep `name` (`quick` or `full`) for this op: at the shapes of `model`
+        where given (`roofbench run --model`), else at the op's default shapes. An op whose shapes
+        come from no model may leave `model` out of its signature."""
         return []
 
     @classmethod

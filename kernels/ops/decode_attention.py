@@ -5,7 +5,7 @@ Call: `fn(q, k_cache, v_cache, context_lens, out=out)` with q [B, Hq, D], caches
 context_lens[b] positions; slots past it hold random values that must not leak into its output),
 out [B, Hq, D]. `prepare` may turn the lengths into host ints for the timed call.
 Sweeps: batch 1 ... 256 x context 512 ... 131072 (quick: batch 1, 16, 64 x context 1024, 8192,
-32768), Llama 3 8B's heads.
+32768), Llama 3 8B's heads or those of the model a run names.
 Implementations: `triton` (kernels.decode_attention, split-KV), `torch` (SDPA on the cache
 sliced to each length; the baseline), and each SDPA backend forced on its own.
 """
@@ -21,10 +21,11 @@ import torch
 from roofbench.kernels import decode_attention as _decode
 from roofbench.kernels import sdpa
 from roofbench.kernels._util import default_device, num_sms
-from roofbench.kernels.ops.prefill_attention import head_dim_in_range, llama_heads
+from roofbench.kernels.ops.prefill_attention import head_dim_in_range
 from roofbench.kernels.registry import register_impl
 from roofbench.kernels.spec import (
     OpCase,
+    attention_heads,
     generator,
     powers_of_two,
     randn,
@@ -32,6 +33,7 @@ from roofbench.kernels.spec import (
     vendor_then_copy,
 )
 from roofbench.theory import ops
+from roofbench.theory.llm import ModelConfig
 from roofbench.theory.ops import OpCost
 from roofbench.theory.tiers import Work
 
@@ -159,17 +161,13 @@ class DecodeAttentionCase(OpCase):
         ]
 
     @classmethod
-    def sweep(cls, name: str) -> list[DecodeAttentionCase]:
+    def sweep(cls, name: str, model: ModelConfig | None = None) -> list[DecodeAttentionCase]:
         batches, contexts = {
             "quick": ((1, 16, 64), (1024, 8192, 32768)),
             "full": (powers_of_two(1, 256), powers_of_two(512, 131072)),
         }[name]
-        heads = llama_heads()
-        return [
-            cls(batch=b, seq=c, source="llama3-8b attention", **heads)
-            for b in batches
-            for c in contexts
-        ]
+        heads, source = attention_heads(model)
+        return [cls(batch=b, seq=c, source=source, **heads) for b in batches for c in contexts]
 
 
 def with_host_lengths(fn):

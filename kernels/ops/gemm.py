@@ -2,7 +2,8 @@
 
 Call: `fn(a, w, out=out)` with a [M, K], w [N, K], out [M, N], all of the case's dtype.
 Sweeps: M = 17 ... 8192 token rows through each distinct linear layer of Llama 3 8B (quick: M
-in 64, 256, 1024, 4096) and 70B (full: every power of two); M <= 16 is the GEMV op.
+in 64, 256, 1024, 4096) and 70B (full: every power of two), or of the model a run names
+(`roofbench run --model`); M <= 16 is the GEMV op.
 Implementations: `triton` (kernels.gemm), `torch` (F.linear, cuBLAS; the baseline).
 """
 
@@ -21,13 +22,14 @@ from roofbench.kernels.registry import register_impl
 from roofbench.kernels.spec import (
     OpCase,
     generator,
+    linear_layers,
     powers_of_two,
     randn,
     register_op,
     vendor_then_copy,
 )
 from roofbench.theory import ops
-from roofbench.theory.llm import MODELS
+from roofbench.theory.llm import ModelConfig
 from roofbench.theory.ops import OpCost
 from roofbench.theory.tiers import Work
 
@@ -91,24 +93,18 @@ class GemmCase(OpCase):
         return [cls(m=17, n=1, k=9, dtype=dtype), cls(m=129, n=257, k=31, dtype=dtype)]
 
     @classmethod
-    def sweep(cls, name: str) -> list[GemmCase]:
-        return linear_sweep(cls, name, lambda m: m > GEMV_MAX_M)
+    def sweep(cls, name: str, model: ModelConfig | None = None) -> list[GemmCase]:
+        return linear_sweep(cls, name, model, lambda m: m > GEMV_MAX_M)
 
 
-def linear_sweep(cls, name: str, keep) -> list:
-    """Cases of `cls` for each distinct linear-layer shape of the sweep's models, at each of its
-    M values that `keep` accepts; `source` names the layers that have the shape."""
-    models, ms = {
-        "quick": (("llama3-8b",), QUICK_M),
-        "full": (("llama3-8b", "llama3-70b"), FULL_M),
-    }[name]
-    layers: dict[tuple[int, int], list[str]] = {}
-    for model in models:
-        for layer, shape in MODELS[model].linear_shapes().items():
-            layers.setdefault(shape, []).append(f"{model} {layer}")
+def linear_sweep(cls, name: str, model: ModelConfig | None, keep) -> list:
+    """Cases of `cls` for each distinct linear-layer shape of `model` (default: the sweep's
+    Llama 3 models, `kernels.spec.linear_layers`), at each of the sweep's M values that `keep`
+    accepts; `source` names the layers that have the shape."""
+    ms = {"quick": QUICK_M, "full": FULL_M}[name]
     return [
-        cls(m=m, n=n, k=k, source=", ".join(names))
-        for (n, k), names in layers.items()
+        cls(m=m, n=n, k=k, source=layers)
+        for (n, k), layers in linear_layers(name, model).items()
         for m in ms
         if keep(m)
     ]

@@ -2,7 +2,8 @@
 
 The same arithmetic and call as GEMM (`fn(x, w, out=out)`), a separate op because at so few rows
 the product is a weight read (about m FLOP per byte) and kernels are built for that.
-Sweeps: M in 1, 2, 4, 8, 16 (quick: 1, 4, 16) through the linear layers of the GEMM sweep.
+Sweeps: M in 1, 2, 4, 8, 16 (quick: 1, 4, 16) through the linear layers of the GEMM sweep (a
+named model's, or Llama 3's).
 Implementations: `triton` (kernels.gemv), `torch` (F.linear, cuBLAS; the baseline).
 """
 
@@ -18,6 +19,7 @@ from roofbench.kernels._util import default_device, linear_reference, num_sms
 from roofbench.kernels.ops.gemm import GEMV_MAX_M, GemmCase, linear_sweep
 from roofbench.kernels.registry import register_impl
 from roofbench.kernels.spec import register_op, vendor_then_copy
+from roofbench.theory.llm import ModelConfig
 
 
 @register_op
@@ -42,8 +44,8 @@ class GemvCase(GemmCase):
         return [cls(m=16, n=1, k=7, dtype=dtype), cls(m=3, n=129, k=1000, dtype=dtype)]
 
     @classmethod
-    def sweep(cls, name: str) -> list[GemvCase]:
-        return linear_sweep(cls, name, lambda m: m <= GEMV_MAX_M)
+    def sweep(cls, name: str, model: ModelConfig | None = None) -> list[GemvCase]:
+        return linear_sweep(cls, name, model, lambda m: m <= GEMV_MAX_M)
 
 
 def triton_plan(case: GemvCase):

@@ -3,7 +3,7 @@
 Call: `fn(q, k, v, causal=causal, out=out)` with q [B, Hq, S, D], k and v [B, Hkv, S, D] (GQA:
 query head h reads KV head h // (Hq / Hkv)), out [B, Hq, S, D].
 Sweeps: S = 512 ... 32768 (quick: 512, 2048, 8192), batch 1 and 8 (quick: 1), Llama 3 8B's
-heads (32 query, 8 KV, d = 128), causal.
+heads (32 query, 8 KV, d = 128) or those of the model a run names, causal.
 Implementations: `triton` (kernels.attention, flash-attention forward), `torch` (SDPA as torch
 dispatches it; the baseline), and each SDPA backend forced on its own: `sdpa_flash`,
 `sdpa_cudnn`, `sdpa_efficient`.
@@ -23,6 +23,7 @@ from roofbench.kernels._util import MAX_HEAD_DIM, MIN_HEAD_DIM
 from roofbench.kernels.registry import register_impl
 from roofbench.kernels.spec import (
     OpCase,
+    attention_heads,
     generator,
     powers_of_two,
     randn,
@@ -30,7 +31,7 @@ from roofbench.kernels.spec import (
     vendor_then_copy,
 )
 from roofbench.theory import ops
-from roofbench.theory.llm import MODELS
+from roofbench.theory.llm import ModelConfig
 from roofbench.theory.ops import OpCost
 from roofbench.theory.plan import LaunchPlan
 from roofbench.theory.tiers import Work
@@ -39,11 +40,6 @@ from roofbench.theory.tiers import Work
 # same heads on fewer sequences and tokens.
 GATE_MAX_BATCH = 2
 GATE_MAX_SEQ = 4096
-
-
-def llama_heads(model: str = "llama3-8b") -> dict:
-    config = MODELS[model]
-    return {"heads": config.num_heads, "kv_heads": config.num_kv_heads, "head_dim": config.head_dim}
 
 
 @register_op
@@ -142,17 +138,13 @@ class PrefillAttentionCase(OpCase):
         ]
 
     @classmethod
-    def sweep(cls, name: str) -> list[PrefillAttentionCase]:
+    def sweep(cls, name: str, model: ModelConfig | None = None) -> list[PrefillAttentionCase]:
         seqs, batches = {
             "quick": ((512, 2048, 8192), (1,)),
             "full": (powers_of_two(512, 32768), (1, 8)),
         }[name]
-        heads = llama_heads()
-        return [
-            cls(batch=b, seq=s, source="llama3-8b attention", **heads)
-            for b in batches
-            for s in seqs
-        ]
+        heads, source = attention_heads(model)
+        return [cls(batch=b, seq=s, source=source, **heads) for b in batches for s in seqs]
 
 
 def head_dim_in_range(case) -> str | None:
