@@ -13,7 +13,7 @@ from typing import Any
 from roofbench.bench.core.measure import fill_telemetry, fill_timing
 from roofbench.bench.core.records import Record
 from roofbench.bench.model.gate import GateResult, gate, gate_record
-from roofbench.bench.model.points import DTYPE, FIT_FRACTION, Point, Task, need_bytes
+from roofbench.bench.model.points import DTYPE, Point, Task, fit_reason, fits, need_bytes
 from roofbench.theory.llm import ModelConfig
 from roofbench.theory.roofline import Roof
 
@@ -96,8 +96,8 @@ def measure_point(model, point: Point, record: Record, ctx: MeasureContext) -> R
 
     free_bytes, _ = torch.cuda.mem_get_info(ctx.device)
     need = need_bytes(model.config, point)
-    if need > FIT_FRACTION * free_bytes:
-        why = f"needs ~{need / 1e9:.1f} GB (KV cache and workspace), {free_bytes / 1e9:.1f} GB free"
+    if not fits(free_bytes, need):
+        why = fit_reason("KV cache and workspace", free_bytes, need)
         return dataclasses.replace(record, status="skipped", reason=why)
     fn = again = None
     try:
@@ -149,8 +149,8 @@ class ModelBench:
         self.config = config
         free_bytes, _ = torch.cuda.mem_get_info(self.ctx.device)
         weights = config.weights_bytes(DTYPE)
-        if weights > FIT_FRACTION * free_bytes:
-            self.models = f"weights need {weights / 1e9:.1f} GB, {free_bytes / 1e9:.1f} GB free"
+        if not fits(free_bytes, weights):
+            self.models = fit_reason("weights", free_bytes, weights)
             return
         self.console.print(f"building {config.name} ({weights / 1e9:.1f} GB of random weights)")
         try:

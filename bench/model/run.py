@@ -23,8 +23,9 @@ run's measured roof (`bench.core.ceilings`, measured once per run) and on the da
   backend's on the same weights and tokens; a backend over the tolerance is never timed.
 
 A point that cannot fit in free memory (theory's KV-cache bytes plus the decoder's workspace
-estimate), or that runs out of memory, is `skipped` with the reason. Depth: a model whose
-weights would take more than half the GPU's memory is measured with fewer layers
+estimate, and the fit margin of `points.fits`), or that runs out of memory, is `skipped` with
+the reason. Depth: a model whose weights would take more than half the memory free at the start
+(less the margin) is measured with fewer layers
 (`ModelConfig.with_layers`); its predictions are for the same reduced model, and the summary adds
 a full-depth estimate. Without a CUDA GPU the run writes theory's predictions only.
 
@@ -51,6 +52,7 @@ from roofbench.bench.core.records import Record, RecordWriter, progress_line
 from roofbench.bench.model.measure import MIN_SAMPLES, MeasureContext, ModelBench
 from roofbench.bench.model.points import (
     DTYPE,
+    FIT_MARGIN_BYTES,
     NO_GPU_NOTE,
     NO_GPU_REASON,
     RECORDS_CSV,
@@ -116,7 +118,7 @@ def run_model(
     """Measure (or, without a GPU, predict) `model_name` over sweep `sweep`; returns the folder.
 
     `model_name`: a built-in name (`theory.llm.MODELS`) or a config.json path. `layers`: the
-    depth to measure (default: the model's, or as many layers as fit in half the GPU memory).
+    depth to measure (default: the model's, or as many layers as fit in half the memory free).
     `time_budget_s`: wall time after which the remaining points are written as skipped.
     `time_cap_s`: most seconds of sampling per point. `gpm`: GPM windows for short calls.
     """
@@ -140,11 +142,13 @@ def run_model(
     full = llm.load_model(model_name)
     gpu = resolve_gpu(None)
     cuda = torch.cuda.is_available()
-    memory_bytes = (
-        torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
-        if cuda
-        else gpu.memory_gb * 1e9
-    )
+    # What the weights and caches may take: the memory free now less the fit margin, or for a
+    # prediction the datasheet's memory.
+    if cuda:
+        free_bytes, _ = torch.cuda.mem_get_info(torch.cuda.current_device())
+        memory_bytes = free_bytes - FIT_MARGIN_BYTES
+    else:
+        memory_bytes = gpu.memory_gb * 1e9
     # The name the device reports, as the kernel sweep records it; the table's name without one.
     gpu_name = torch.cuda.get_device_name() if cuda else f"predicted for {gpu.name}"
     auto = layers is None
@@ -231,7 +235,7 @@ def _depth_reason(full: ModelConfig, layers: int, auto: bool, memory_bytes: floa
         return ""
     why = (
         f"the weights of all {full.num_layers} layers ({full.weights_bytes(DTYPE) / 1e9:.0f} GB) "
-        f"exceed {WEIGHT_FRACTION:.0%} of the GPU's {memory_bytes / 1e9:.0f} GB"
+        f"exceed {WEIGHT_FRACTION:.0%} of the {memory_bytes / 1e9:.0f} GB free for them"
         if auto
         else "as asked"
     )
