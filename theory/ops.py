@@ -185,3 +185,38 @@ def fill(nbytes: float) -> OpCost:
     """A write of `nbytes` (a fill): no FLOPs, every byte written once, none read."""
     _positive(nbytes=nbytes)
     return OpCost(0.0, float(nbytes), float(nbytes))
+
+
+# --- the element-wise kernels of a decoder (norms, rotary, activation, residual, gathers) -------
+#
+# Kernels that stream their operands and do a few arithmetic operations per element. Their
+# arithmetic is not counted (as softmax and scaling are not): on any GPU they are bound by their
+# bytes, a launch and a fixed cost, never by FLOPs.
+
+
+def elementwise(bytes_read: float, bytes_written: float) -> OpCost:
+    """A streaming kernel: no FLOPs counted; bytes = bytes_read + bytes_written (each operand read
+    once, a broadcast operand at its own size, not at the size it is broadcast to)."""
+    if bytes_read < 0 or bytes_written <= 0:
+        raise ValueError(
+            f"an element-wise kernel reads >= 0 and writes > 0 bytes, got {bytes_read}, "
+            f"{bytes_written}"
+        )
+    return OpCost(0.0, float(bytes_read + bytes_written), float(bytes_written))
+
+
+def rms_norm(rows: int, hidden: int, dtype: str = "bf16") -> OpCost:
+    """y = x / sqrt(mean(x^2) + eps) * gain over rows of `hidden` elements, one fused kernel:
+    x [rows, hidden] and gain [hidden] read, y [rows, hidden] written:
+    bytes = (2 * rows * hidden + hidden) * element size."""
+    _positive(rows=rows, hidden=hidden)
+    size = dtype_bytes(dtype)
+    return elementwise(float((rows * hidden + hidden) * size), float(rows * hidden * size))
+
+
+def gather(rows: int, row_bytes: float, index_bytes: float) -> OpCost:
+    """`rows` rows of `row_bytes` each, copied by an index (an embedding lookup, an index_select,
+    a scatter into the KV cache): the index and the rows read once, the rows written once:
+    bytes = index_bytes + 2 * rows * row_bytes."""
+    _positive(rows=rows, row_bytes=row_bytes, index_bytes=index_bytes)
+    return elementwise(float(index_bytes + rows * row_bytes), float(rows * row_bytes))
