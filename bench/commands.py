@@ -76,6 +76,11 @@ def retier_command(folder: Path, calibration: str | None) -> int:
     doc = json.loads(Path(calibration).read_text()) if calibration else meta.get("calibration")
     if not doc or not doc.get("calibration"):
         raise ValueError(f"{folder} has no calibration: give --calibration FILE")
+    if "configs" in meta:  # a model run: its steps predicted kernel by kernel
+        from roofbench.bench.model.step_report import retier_lines
+
+        print("\n".join(retier_lines(folder, doc)))
+        return 0
     cal, datasheet = calibration_of(doc), Roof(**meta["datasheet_roof"])
     records = [
         retier(r, cal, datasheet)

@@ -20,7 +20,9 @@ from roofbench.bench.model.index import (
     predicted_s,
 )
 from roofbench.bench.model.points import slug
+from roofbench.bench.model.step_report import LABELS, StepPoint, run_calibration, step_points
 from roofbench.theory.analysis import fit_exponent
+from roofbench.theory.step import BREAKDOWN
 
 MARKERS = {"triton": "o", "torch": "^"}
 
@@ -150,6 +152,66 @@ def naive_figure(index: RecordIndex, model: str) -> Figure:
     return fig
 
 
+STEP_PLOT = "where_decode_step_goes.png"
+
+
+def step_shares(points: Sequence[StepPoint], model: str, impl: str) -> list[tuple[str, dict]]:
+    """Per measured decode step of `model` on `impl` (by batch, then context): each breakdown
+    term's seconds as a share of the measured time, and "unexplained" (measured - predicted,
+    over measured; negative where the prediction is over)."""
+    chosen = [
+        p
+        for p in points
+        if p.record.op == "tbt"
+        and p.record.impl == impl
+        and p.prediction
+        and p.measured_s
+        and p.record.case.split("/")[0] == model
+    ]
+    out = []
+    for p in sorted(chosen, key=lambda p: (p.record.batch, p.record.seq)):
+        shares = {t: p.prediction.breakdown[t] / p.measured_s for t in BREAKDOWN}
+        shares["unexplained"] = 1 - p.prediction.time_s / p.measured_s
+        out.append((f"b{p.record.batch} c{p.record.seq}", shares))
+    return out
+
+
+def step_figure(points: Sequence[StepPoint], model: str) -> Figure:
+    """Where a decode step goes: per backend, stacked bars of the predicted terms as shares of
+    the measured time, the unexplained rest hatched on top (1 = the measured time)."""
+    impls = list(dict.fromkeys(p.record.impl for p in points if p.record.op == "tbt"))
+    fig = Figure(figsize=(11, 2.2 + 2.6 * max(1, len(impls))))
+    colors = dict(zip(BREAKDOWN, _palette(len(BREAKDOWN)), strict=True))
+    for row, impl in enumerate(impls or [""]):
+        ax = fig.add_subplot(max(1, len(impls)), 1, row + 1)
+        bars = step_shares(points, model, impl)
+        xs = range(len(bars))
+        bottom = [0.0] * len(bars)
+        for term in BREAKDOWN:
+            heights = [shares[term] for _, shares in bars]
+            ax.bar(xs, heights, bottom=bottom, color=colors[term], label=LABELS[term], width=0.8)
+            bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+        rest = [max(0.0, shares["unexplained"]) for _, shares in bars]
+        ax.bar(
+            xs,
+            rest,
+            bottom=bottom,
+            color="none",
+            edgecolor="grey",
+            hatch="//",
+            width=0.8,
+            label="unexplained",
+        )
+        ax.axhline(1.0, color="k", lw=0.6)
+        ax.set_xticks(list(xs), [label for label, _ in bars], rotation=90, fontsize=6)
+        ax.set_ylabel("share of measured TBT")
+        ax.set_title(f"{model} on {impl}: where a decode step goes (kernel by kernel)", fontsize=9)
+        ax.legend(fontsize=6, ncol=4, loc="upper left")
+        ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 def write_plots(folder: Path, records: Sequence[Record], meta: dict) -> list[Path]:
     index = RecordIndex(records)
     model = slug(configs_of(meta)["base"].name)
@@ -164,6 +226,9 @@ def write_plots(folder: Path, records: Sequence[Record], meta: dict) -> list[Pat
         "throughput_latency.png": throughput_figure(index, model),
         "naive_vs_cached.png": naive_figure(index, model),
     }
+    cal = run_calibration(meta)
+    if cal is not None and index.measured:
+        figures[STEP_PLOT] = step_figure(step_points(records, meta, cal), model)
     for name, fig in figures.items():
         fig.savefig(folder / name, format="png", dpi=110, bbox_inches="tight")
     return [folder / name for name in figures]

@@ -30,6 +30,7 @@ from roofbench.bench.model.index import (
 )
 from roofbench.bench.model.measure import GRAPH_BELOW_S
 from roofbench.bench.model.points import DTYPE, PHASES, RECORDS_CSV, SUMMARY_MD, phase, slug
+from roofbench.bench.model.step_report import run_calibration, step_section
 from roofbench.theory.analysis import (
     FIT_UPPER_FRACTION,
     KNEE_FACTOR,
@@ -63,6 +64,7 @@ def summarize(records: Sequence[Record], meta: dict) -> str:
         _run_section(meta, configs),
         _gate_section(records),
         _error_section(index),
+        _step_section(records, meta),
         _phase_table(index, model, "ttft", "TTFT (prefill)", "prompt"),
         _phase_table(index, model, "tbt", "TBT (decode step)", "context"),
         _naive_section(index, configs["base"]),
@@ -148,6 +150,12 @@ def _error_section(index: RecordIndex) -> list[str]:
         "",
         *markdown_table(["model", "backend", "phase", "points", "median", "p90"], rows),
     ]
+
+
+def _step_section(records: Sequence[Record], meta: dict) -> list[str]:
+    """The kernel-by-kernel tier, in runs whose run.json carries a calibration."""
+    cal = run_calibration(meta)
+    return step_section(records, meta, cal) if cal is not None else []
 
 
 def _phase_table(index: RecordIndex, model: str, op: str, title: str, length: str) -> list[str]:
