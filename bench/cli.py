@@ -8,6 +8,13 @@ from pathlib import Path
 
 from rich.console import Console
 
+from roofbench.bench.cli_args import (
+    _choices,
+    one_line,
+    pick,
+    positive_float,
+    positive_int,
+)
 from roofbench.bench.comm.cli import add_comm_parser
 from roofbench.bench.commands import add_small_commands
 from roofbench.theory.hardware import GPUS
@@ -15,36 +22,11 @@ from roofbench.theory.hardware import GPUS
 EXIT_USAGE = 2
 
 
-def one_line(text: str) -> str:
-    """`text` with every unprintable character (a newline in an argument, say) escaped, so an
-    error stays on one line."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse, but a bad argument gives one line (no usage dump) and exit code 2."""
 
     def error(self, message: str):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {one_line(message)}\n")
-
-
-# Sizes beyond this are not a shape any GPU runs (a 2^40-token prompt, a 2^40 batch): refused
-# before any arithmetic, so a 400-digit number is a one-line error, not a long computation.
-MAX_SIZE = 2**40
-
-
-def positive_int(text: str) -> int:
-    if len(text.strip()) > 20:
-        raise argparse.ArgumentTypeError(f"{text[:20]}... is too large (at most {MAX_SIZE})")
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    if value > MAX_SIZE:
-        raise argparse.ArgumentTypeError(f"{value} is too large (at most {MAX_SIZE})")
-    return value
 
 
 def _add_predict(sub) -> None:
@@ -76,38 +58,6 @@ def _add_predict(sub) -> None:
         help="predict on this GPU's calibrated roofs (`roofbench calibrate --out`) and print "
         "the tiers",
     )
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
-
-
-def _choices(known: tuple[str, ...]):
-    """A comma-separated subset of `known`, refused with the known names otherwise."""
-
-    def parse(text: str) -> tuple[str, ...]:
-        return pick(text, known, "")
-
-    return parse
-
-
-def pick(text: str, known: tuple[str, ...], flag: str) -> tuple[str, ...]:
-    """The comma-separated names of `text`, each one of `known`."""
-    picked = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
-    wrong = [p for p in picked if p not in known]
-    if wrong or not picked:
-        prefix = f"{flag}: " if flag else ""
-        message = f"{prefix}unknown {', '.join(wrong) or 'empty list'} (known: {', '.join(known)})"
-        if flag:
-            raise ValueError(message)
-        raise argparse.ArgumentTypeError(message)
-    return picked
 
 
 def _add_plugin(p) -> None:
@@ -164,6 +114,21 @@ def _add_run(sub) -> None:
     )
     p.add_argument(
         "--no-calibration", action="store_true", help="no tiered model: the roofline only"
+    )
+    p.add_argument(
+        "--no-observe",
+        action="store_true",
+        help="do not list the vendor libraries' kernels with torch.profiler (their plans)",
+    )
+    p.add_argument(
+        "--ncu",
+        type=positive_int,
+        nargs="?",
+        const=2,
+        default=0,
+        metavar="N",
+        help="afterwards, profile N cases per op and implementation (default 2: the smallest "
+        "and the largest) with Nsight Compute for DRAM bytes; skipped without ncu",
     )
     p.add_argument(
         "--gpu",
@@ -296,6 +261,9 @@ def _run(args, console: Console) -> int:
         gpm=not args.no_gpm,
         calibration=False if args.no_calibration else args.calibration,
         gpu_slug=args.gpu,
+        observe=not args.no_observe,
+        ncu_cases=args.ncu,
+        plugins=tuple(args.plugin or ()),
     )
     console.print(f"wrote {folder}")
     print(folder)

@@ -219,6 +219,7 @@ def vendor_then_copy(vendor: str):
                 KernelLaunch("copy_out", partial_bytes=out_bytes),
             ),
             notes=(f"{vendor}'s own kernels are not declared",),
+            opaque=True,
         )
 
     return plan

@@ -73,6 +73,9 @@ class LaunchPlan:
     # sum, convert), counted from the kernel's code.
     exp_overlapped: bool = False
     alu_ops_per_score: float = 0.0
+    # The first kernel stands for a library's own kernels, which our code does not declare
+    # (a profiler may observe them); not part of the record's text.
+    opaque: bool = False
 
     def __post_init__(self) -> None:
         if not self.kernels:
@@ -83,6 +86,11 @@ class LaunchPlan:
     @property
     def launches(self) -> int:
         return len(self.kernels)
+
+    @property
+    def main(self) -> KernelLaunch:
+        """The kernel that does the op's work: the first with a declared tile, else the first."""
+        return next((k for k in self.kernels if k.tile), self.kernels[0])
 
     @property
     def partial_bytes(self) -> float:

@@ -6,11 +6,12 @@ formula and where it comes from):
 - T0 the textbook roofline on the datasheet: launch + max(flops / peak, bytes / bandwidth).
 - T1 the measured roofline: bytes read over the read roof plus bytes written over the write
   roof (`memory_s`), flops over the burst matmul peak, one launch floor.
-- T2 + the fixed cost of a kernel (`fixed_s`: DRAM round trips before the stream runs) and, for
-  the events timer, the dirty-L2 write-back its flush leaves to the timed kernel
+- T2 + the fixed cost of a kernel (`fixed_s`: what a streaming probe kernel of the same bytes
+  takes beyond launch + bytes at the read roof: first loads, ramp to full bandwidth, tail and
+  drain) and, for the events timer, the dirty-L2 write-back its flush leaves to the timed kernel
   (`writeback_s`).
-- T3 + the implementation's declared launch plan: one launch floor per kernel, and the traffic
-  of the partial results passed between them (`partials_s`).
+- T3 + the implementation's declared (or observed) launch plan: one launch floor and one fixed
+  cost per kernel, and the traffic of the partial results passed between them (`partials_s`).
 - T4 + power: the compute rate between the burst and the sustained (power-capped) matmul peak,
   by how busy the timing method keeps the GPU (`duty`, `compute_rate`).
 - T5 tiles and waves: the whole tiles a kernel executes (edge tiles of a GEMM, the causal
@@ -28,6 +29,7 @@ residual is the missing term, and the report says which rows miss most.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 from dataclasses import asdict, dataclass, fields
@@ -36,11 +38,15 @@ from roofbench.theory.ops import OpCost
 from roofbench.theory.plan import LaunchPlan
 from roofbench.theory.roofline import Roof
 
+# Bumped when a tier's formula changes, so a committed run's tiers are reproduced only by the
+# model that wrote them (run.json's tiers_model; runs without it are model 1).
+# 2: a fixed cost per kernel of the plan, from the calibration's probed curve.
+MODEL_VERSION = 2
 TIERS = ("T0", "T1", "T2", "T3", "T4", "T5", "T6")
 TERMS = ("launch", "fixed", "writeback", "memory", "compute", "exp", "alu")
-# A memory-bound kernel waits about two loaded DRAM round trips before its stream runs at the
-# roof: the first loads of every program, and the last stores draining (DESIGN, "Where the time
-# goes": 3-7 us beyond launch + bytes / bandwidth on GEMV and decode, ~2 x 1.57 us).
+CURVE_FIELDS = ("fixed_bytes", "fixed_excess_s")
+# Without a measured fixed-cost curve (calibrations older than the probe), a kernel's fixed cost
+# is taken as two loaded DRAM round trips: its first loads and its last stores draining.
 FIXED_ROUND_TRIPS = 2
 # A timed schedule simulates at most this many work items; beyond, waves are counted evenly.
 MAX_SCHEDULED_ITEMS = 200_000
@@ -65,24 +71,44 @@ class Calibration:
     sms: int
     sm_clock_hz: float  # the clock per-clock rates are taken at (the max SM clock)
     l2_bytes: float
+    # The fixed-cost probe: a streaming kernel of fixed_bytes[i] bytes took fixed_excess_s[i]
+    # beyond launch + bytes at the read roof (empty: not probed; two round trips are used).
+    fixed_bytes: tuple[float, ...] = ()
+    fixed_excess_s: tuple[float, ...] = ()
     source: str = ""
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name != "source" and not (isinstance(value, int | float) and value >= 0):
+            if f.name in CURVE_FIELDS:
+                bad = [v for v in value if not (isinstance(v, int | float) and v >= 0)]
+                if bad:
+                    raise ValueError(f"calibration {f.name} must hold numbers >= 0, got {bad[0]!r}")
+            elif f.name != "source" and not (isinstance(value, int | float) and value >= 0):
                 raise ValueError(f"calibration {f.name} must be a number >= 0, got {value!r}")
+        if len(self.fixed_bytes) != len(self.fixed_excess_s):
+            raise ValueError("calibration fixed_bytes and fixed_excess_s differ in length")
+        if list(self.fixed_bytes) != sorted(set(self.fixed_bytes)):
+            raise ValueError("calibration fixed_bytes must be strictly increasing")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """A JSON-ready dict: the curve as lists, as JSON reads them back."""
+        out = asdict(self)
+        return out | {name: list(out[name]) for name in CURVE_FIELDS}
 
     @classmethod
     def from_dict(cls, data: dict) -> Calibration:
         names = {f.name for f in fields(cls)}
-        missing = names - set(data) - {"source"}
+        missing = names - set(data) - {"source", *CURVE_FIELDS}
         if missing:
             raise ValueError(f"calibration lacks {', '.join(sorted(missing))}")
-        return cls(**{k: v for k, v in data.items() if k in names})
+        given = {k: v for k, v in data.items() if k in names}
+        for name in CURVE_FIELDS:
+            if name in given:
+                if not isinstance(given[name], list | tuple):
+                    raise ValueError(f"calibration {name} must be a list, got {given[name]!r}")
+                given[name] = tuple(given[name])
+        return cls(**given)
 
 
 @dataclass(frozen=True)
@@ -138,10 +164,36 @@ def memory_s(bytes_read: float, bytes_written: float, cal: Calibration) -> float
     return bytes_read / cal.read_bytes_per_s + bytes_written / cal.write_bytes_per_s
 
 
-def fixed_s(cal: Calibration) -> float:
-    """The fixed cost of one op: FIXED_ROUND_TRIPS loaded DRAM round trips (first loads in,
-    last stores out) that no amount of bandwidth hides."""
-    return FIXED_ROUND_TRIPS * cal.dram_latency_loaded_s
+def fixed_s(bytes_moved: float, cal: Calibration) -> float:
+    """The fixed cost of one kernel moving `bytes_moved` bytes: what the calibration's streaming
+    probe kernel of that size took beyond launch + bytes / read roof (its first loads, the ramp
+    to full bandwidth, the last wave's tail and the stores draining), interpolated linearly in
+    log(bytes) between the probed sizes and flat beyond them. DESIGN ("Where the time goes")
+    found 3-7 us of this on GEMV and decode kernels of the H200.
+
+    A calibration without the probe: FIXED_ROUND_TRIPS loaded DRAM round trips.
+    """
+    sizes, excess = cal.fixed_bytes, cal.fixed_excess_s
+    if not sizes:
+        return FIXED_ROUND_TRIPS * cal.dram_latency_loaded_s
+    if bytes_moved <= sizes[0]:
+        return excess[0]
+    if bytes_moved >= sizes[-1]:
+        return excess[-1]
+    i = bisect.bisect_right(sizes, bytes_moved)
+    lo, hi = math.log(sizes[i - 1]), math.log(sizes[i])
+    w = (math.log(bytes_moved) - lo) / (hi - lo)
+    return excess[i - 1] + w * (excess[i] - excess[i - 1])
+
+
+def plan_fixed_s(cost: OpCost, plan: LaunchPlan | None, cal: Calibration) -> float:
+    """One fixed cost per kernel of the plan: its main kernel moves the op's bytes, each other
+    one its partial results (a split reduction, the reference's copy into `out`)."""
+    if plan is None:
+        return fixed_s(cost.bytes_, cal)
+    main = plan.main
+    others = [k for k in plan.kernels if k is not main]
+    return fixed_s(cost.bytes_, cal) + sum(fixed_s(k.partial_bytes, cal) for k in others)
 
 
 def writeback_s(bytes_written: float, method: str, cal: Calibration) -> float:
@@ -209,9 +261,9 @@ def matmul_items(work: Work, plan: LaunchPlan | None) -> tuple[list[float], floa
     """(flops of each work item, total flops executed) of a GEMM plan's main kernel: whole
     tiles of BLOCK_M x BLOCK_N over K / split (edge tiles computed whole); None without a
     declared tile."""
-    if plan is None or not plan.kernels[0].tile or len(plan.kernels[0].tile) < 2:
+    if plan is None or len(plan.main.tile) < 2:
         return None
-    main = plan.kernels[0]
+    main = plan.main
     bm, bn = main.tile[0], main.tile[1]
     tiles = math.ceil(work.m / bm) * math.ceil(work.n / bn)
     split = max(1, main.splits)
@@ -225,7 +277,7 @@ def attention_items(work: Work, plan: LaunchPlan | None) -> list[float] | None:
     query. None otherwise: the exact pairs are then spread evenly over the SMs (`scores`), since
     an undeclared schedule is not ours to quantise (a decode kernel splits the keys, a vendor's
     prefill its query blocks)."""
-    tile = plan.kernels[0].tile if plan is not None and plan.kernels[0].tile else ()
+    tile = plan.main.tile if plan is not None else ()
     if len(tile) < 2 or work.q_len <= 1:
         return None
     bm, bn = tile[0], tile[1]
@@ -319,11 +371,12 @@ def predict(
     comp1 = cost.flops / cal.matmul_burst_flops
     t1 = cal.launch_s + max(mem1, comp1)
 
-    fixed = fixed_s(cal)
+    fixed2 = fixed_s(cost.bytes_, cal)
     wb = writeback_s(cost.bytes_written, method, cal)
-    t2 = cal.launch_s + fixed + max(mem1 + wb, comp1)
+    t2 = cal.launch_s + fixed2 + max(mem1 + wb, comp1)
 
     launch3 = launches(plan) * cal.launch_s
+    fixed = plan_fixed_s(cost, plan, cal)
     mem3 = mem1 + wb + partials_s(plan, cal)
     t3 = launch3 + fixed + max(mem3, comp1)
 

@@ -53,16 +53,23 @@ def fill_tiers(
     return dataclasses.replace(record, **changes)
 
 
-def case_of(record: Record):
-    """The case a kernel record measured, rebuilt from its op and shape columns."""
-    from roofbench.kernels.catalog import make_case, op_spec
+def shape_of(record: Record) -> dict:
+    """The keyword arguments of `make_case` that rebuild the case a kernel record measured."""
+    from roofbench.kernels.catalog import op_spec
 
     names = set(op_spec(record.op).field_names())
     shape = {k: getattr(record, k) for k in names if getattr(record, k, None) is not None}
     if "causal" in names:
         shape["causal"] = "_causal" in record.case
     shape.pop("source", None)
-    case = make_case(record.op, **shape)
+    return shape
+
+
+def case_of(record: Record):
+    """The case a kernel record measured, rebuilt from its op and shape columns."""
+    from roofbench.kernels.catalog import make_case
+
+    case = make_case(record.op, **shape_of(record))
     if case.id != record.case:
         raise ValueError(f"{record.case}: rebuilt as {case.id}")
     return case

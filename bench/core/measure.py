@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 
 from roofbench.bench.core.attribution import fill_tiers
+from roofbench.bench.core.observe import observe as observed_kernels
+from roofbench.bench.core.observe import observed_plan
 from roofbench.bench.core.records import Record
 from roofbench.bench.core.telemetry import Telemetry
 from roofbench.bench.core.timing import (
@@ -57,6 +59,7 @@ class RunContext:
     identity: dict  # gpu, driver, torch, triton, commit, timestamp, sweep
     gpm: bool = True
     calibration: Calibration | None = None  # the tiered model's constants, when calibrated
+    observe: bool = True  # list a vendor library's kernels with torch.profiler (never timed)
 
 
 def cost_record(
@@ -201,10 +204,23 @@ def declared_plan(impl: Impl, case: OpCase):
         return None, f"plan raised {type(err).__name__}: {err}"
 
 
-def fill_plan(record: Record, impl: Impl, case: OpCase) -> Record:
-    """The launch plan the implementation declares for the case (after timing, so a tuned
-    configuration is the one it picked)."""
-    plan, error = declared_plan(impl, case)
+def case_plan(prepared: Prepared, observe: bool):
+    """(the plan the tiers charge, the error its declaration raised): the implementation's own
+    (after timing, so a tuned configuration is the one it picked), or where a library's kernels
+    stand behind it and `observe` is on, the kernels torch.profiler lists for one call."""
+    plan, error = declared_plan(prepared.impl, prepared.case)
+    if error or not observe or (plan is not None and not plan.opaque):
+        return plan, error
+    args = prepared.make_args(0)
+    try:
+        kernels = observed_kernels(lambda: prepared.call(*args))
+    except Exception as err:  # noqa: BLE001 - a profiler that fails leaves the declared plan
+        return plan, f"observing the kernels raised {type(err).__name__}: {err}"
+    return observed_plan(kernels, prepared.case.work(), plan) or plan, ""
+
+
+def fill_plan(record: Record, plan, error: str = "") -> Record:
+    """The record's launch-plan columns."""
     if error:
         return dataclasses.replace(record, plan=error)
     if plan is None:
@@ -267,9 +283,9 @@ def time_case(prepared: Prepared, ctx: RunContext) -> Timed:
     stats = TimingStats.from_times(times, chosen.method, stop, chosen.calls_per_sample)
     record = fill_timing(prepared.record, stats, ctx.measured_roof)
     record = fill_telemetry(record, window.summary(), gpm)
-    record = fill_plan(record, prepared.impl, prepared.case)
+    plan, error = case_plan(prepared, ctx.observe)
+    record = fill_plan(record, plan, error)
     if ctx.calibration is not None and math.isfinite(record.measured_s or math.nan):
-        plan, _ = declared_plan(prepared.impl, prepared.case)
         work = prepared.case.work()
         record = fill_tiers(record, work, plan, ctx.calibration, ctx.datasheet_roof)
     notes = [record.reason, note, "gate on a reduced shape" if prepared.reduced_gate else ""]

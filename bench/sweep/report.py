@@ -18,7 +18,7 @@ import numpy as np
 from roofbench.bench.core.nvml_facts import THROTTLE_REASONS, decode_reasons
 from roofbench.bench.core.records import Record
 from roofbench.bench.core.text import NONE, fmt, markdown_table, median, pct, quantile
-from roofbench.bench.sweep import tiers_report
+from roofbench.bench.sweep import ncu_report, tiers_report
 from roofbench.theory import ops
 from roofbench.theory.analysis import RIDGE_TIME_FACTOR, measured_ridge_m, predicted_ridge_m
 from roofbench.theory.roofline import Roof
@@ -415,13 +415,15 @@ def summarize(
     note: str = "",
     baselines: Mapping[str, str] | None = None,
     calibration: dict | None = None,
+    ncu: Sequence | None = None,
 ) -> str:
     """The Markdown of `summary.md` for one run; `note` is shown first (e.g. "predictions only").
 
     `ceilings` holds copy_gbps, read_gbps, matmul_tflops and launch_s, as a dict or as attributes
     (`bench.core.ceilings.Ceilings`); any that is missing is left out. `baselines`: op -> the
     implementation the others are compared against (default: the registry's). `calibration`:
-    the run's calibration document, for the tiered model's sections.
+    the run's calibration document, for the tiered model's sections. `ncu`: the kernels
+    `run --ncu` profiled (bench.sweep.ncu.NcuKernel).
     """
     records = list(records)
     lines = ["# roofbench summary", ""]
@@ -439,6 +441,7 @@ def summarize(
             "measured" if measured_roof else "datasheet",
         ),
         _nvml_section(records),
+        ncu_report.section(records, ncu or []),
         _throttle_section(records),
         _problems_section(records),
     ]

@@ -33,6 +33,7 @@ from roofbench.bench.core.records import (
     read_records,
 )
 from roofbench.bench.sweep import plot, report, tiers_report
+from roofbench.bench.sweep.ncu import read_ncu, run_ncu
 from roofbench.kernels import catalog, registry
 from roofbench.kernels.spec import OpCase
 from roofbench.theory.hardware import GpuSpec
@@ -172,6 +173,7 @@ def write_reports(folder: Path, note: str = "") -> None:
         note=note,
         baselines=meta.get("baselines"),
         calibration=meta.get("calibration"),
+        ncu=read_ncu(folder),
     )
     wall = meta.get("wall_time_s")
     if wall is not None:
@@ -266,7 +268,10 @@ def _calibration(meta: dict, folder: Path, path, telemetry, console):
     if path is False:
         return None
     if not meta.get("calibration"):
+        from roofbench.theory.tiers import MODEL_VERSION
+
         meta["calibration"] = load_or_calibrate(path or None, telemetry, console)
+        meta["tiers_model"] = MODEL_VERSION
         write_meta(folder, meta)
     doc = meta["calibration"]
     if not doc.get("calibration"):
@@ -284,6 +289,7 @@ def measure_sweep(
     time_cap_s: float,
     gpm: bool = True,
     calibration=None,
+    observe: bool = True,
 ) -> None:
     """Ceilings first, then every case x implementation, each record flushed as it is made."""
     import torch
@@ -318,7 +324,9 @@ def measure_sweep(
     identity = {"gpu": gpu_name, "driver": meta.get("driver") or "", "sweep": sweep, **versions()}
     rule = StopRule(max_time_s=time_cap_s)
     cal = _calibration(meta, folder, calibration, telemetry, console)
-    ctx = RunContext(datasheet, measured, telemetry, rule, identity, gpm=gpm, calibration=cal)
+    ctx = RunContext(
+        datasheet, measured, telemetry, rule, identity, gpm=gpm, calibration=cal, observe=observe
+    )
     done = _done(folder)
     todo = [(c, i) for c, i in tasks(cases, impls) if (c.id, i) not in done]
     device = torch.device("cuda", torch.cuda.current_device())
@@ -373,10 +381,15 @@ def run(
     gpm: bool = True,
     calibration: str | bool | None = None,
     gpu_slug: str | None = None,
+    observe: bool = True,
+    ncu_cases: int = 0,
+    plugins: tuple[str, ...] = (),
 ) -> Path:
     """Measure (or, with no GPU, predict) `cases` for the implementations named in `impls`
     (None: every registered one); returns the run folder. `calibration`: a calibration file,
-    None (this GPU's cached one, or calibrate now) or False (no tiered model)."""
+    None (this GPU's cached one, or calibrate now) or False (no tiered model). `observe`: list
+    the vendor libraries' kernels; `ncu_cases`: profile that many cases per op and
+    implementation with Nsight Compute afterwards (`plugins` loaded in its processes)."""
     import torch
 
     from roofbench.bench.core.gpu import resolve_gpu
@@ -397,5 +410,8 @@ def run(
         predictions_only(cases, impls, gpu, folder, sweep, console)
     else:
         folder = Path(resume) if resume else run_folder(out, gpu, now)
-        measure_sweep(cases, impls, folder, sweep, console, time_cap_s, gpm, calibration)
+        measure_sweep(cases, impls, folder, sweep, console, time_cap_s, gpm, calibration, observe)
+        if ncu_cases:
+            run_ncu(folder, read_records(folder / "records.csv"), console, ncu_cases, plugins)
+            write_reports(folder)
     return folder

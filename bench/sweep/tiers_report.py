@@ -124,15 +124,15 @@ def missing_term(record: Record) -> str:
         return f"over-predicted: the {largest} term charges more than the kernel pays"
     if record.measured_s < SHORT_KERNEL_S and record.residual_s is not None:
         return (
-            f"fixed cost: {record.residual_s * 1e6:.1f} us more than launch + DRAM round trips "
-            "(a kernel under 30 us)"
+            f"fixed cost: {record.residual_s * 1e6:.1f} us more than the launches and the "
+            "probed fixed cost per kernel (a kernel under 30 us)"
         )
     if not record.plan:
         return "no declared launch plan (vendor kernel): launches, tiles, split-K unknown"
     if record.bound == "compute":
         return "compute: the kernel runs its tensor cores below the modelled rate"
     if record.bound == "latency":
-        return "fixed cost: more than launch + DRAM round trips before the stream"
+        return "fixed cost: more than the launches and the probed fixed cost per kernel"
     return "memory: more traffic than compulsory, or below the read/write roofs"
 
 

@@ -89,3 +89,23 @@ def test_pytest_bench_collects_the_plugin():
     ids = [line for line in result.stdout.splitlines() if "::test_kernel[" in line]
     assert ids and all(line.endswith("-wrong]") for line in ids)
     assert len(ids) == 9  # the quick sweep's decode cases
+
+
+SLOWED = ROOT / "tests" / "plugins" / "slowed_gemv.py"
+
+
+def test_the_slowed_plugin_replaces_our_gemv_and_still_passes_the_gate():
+    from roofbench.kernels import catalog, check, registry
+    from roofbench.kernels.catalog import get_impl, make_case
+
+    real = get_impl("gemv", "triton")
+    try:
+        catalog.load_plugin(str(SLOWED))
+        slowed = get_impl("gemv", "triton")
+        assert slowed.origin == str(SLOWED) and slowed.prepare is not None
+        assert "spin" in slowed.description
+        case = make_case("gemv", m=3, n=129, k=1000, dtype="fp32")
+        verdict = check.check(slowed, case, "cuda" if torch.cuda.is_available() else "cpu")
+        assert verdict.ok, verdict.reason
+    finally:  # the built-in GEMV back for the tests after this one
+        registry._IMPLS["gemv"]["triton"] = real

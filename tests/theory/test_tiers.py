@@ -1,6 +1,7 @@
 """theory/tiers: each term against hand-computed figures, the tile counts, and the properties of
 predict() (tier order, monotonicity, terms, bound) on a small made-up calibration."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from roofbench.theory import ops, tiers
+from roofbench.theory.ops import OpCost
 from roofbench.theory.plan import KernelLaunch, LaunchPlan
 from roofbench.theory.roofline import Roof
 from roofbench.theory.tiers import Calibration, Work
@@ -80,8 +82,43 @@ def test_memory_adds_read_and_write_times_and_a_copy_sits_near_the_copy_roof():
     assert tiers.memory_s(n, n, CAL) == pytest.approx(2 * n / 4.2e12, rel=0.05)
 
 
-def test_fixed_cost_is_two_dram_round_trips():
-    assert tiers.fixed_s(CAL) == pytest.approx(3e-6)
+def test_without_a_probed_curve_the_fixed_cost_is_two_dram_round_trips():
+    assert tiers.fixed_s(1e6, CAL) == pytest.approx(3e-6)
+
+
+CURVE = dataclasses.replace(CAL, fixed_bytes=(1e6, 4e6, 16e6), fixed_excess_s=(2e-6, 3e-6, 5e-6))
+
+
+@pytest.mark.parametrize(
+    "nbytes,expected",
+    [(1e3, 2e-6), (1e6, 2e-6), (2e6, 2.5e-6), (4e6, 3e-6), (8e6, 4e-6), (16e6, 5e-6), (1e9, 5e-6)],
+)  # fmt: skip
+def test_the_fixed_cost_follows_the_probed_curve_in_log_bytes_flat_beyond_it(nbytes, expected):
+    # 2 MB sits halfway between 1 and 4 MB in log2 (1, 2, 4): halfway between 2 and 3 us.
+    assert tiers.fixed_s(nbytes, CURVE) == pytest.approx(expected)
+
+
+def test_each_kernel_of_a_plan_pays_a_fixed_cost_for_what_it_moves():
+    cost = OpCost(flops=0, bytes_=16e6, bytes_written=1e6)
+    two = plan(KernelLaunch("main"), KernelLaunch("copy_out", partial_bytes=1e6))
+    assert tiers.plan_fixed_s(cost, None, CURVE) == pytest.approx(5e-6)
+    assert tiers.plan_fixed_s(cost, two, CURVE) == pytest.approx(5e-6 + 2e-6)
+
+
+@pytest.mark.parametrize(
+    "changes,message",
+    [({"fixed_bytes": (1.0,)}, "differ in length"),
+     ({"fixed_bytes": (2.0, 1.0), "fixed_excess_s": (1e-6, 1e-6)}, "strictly increasing"),
+     ({"fixed_bytes": (1.0,), "fixed_excess_s": (-1.0,)}, "numbers >= 0")],
+)  # fmt: skip
+def test_a_broken_fixed_curve_is_refused(changes, message):
+    with pytest.raises(ValueError, match=message):
+        dataclasses.replace(CAL, **changes)
+
+
+def test_the_fixed_curve_survives_a_json_round_trip():
+    back = tiers.Calibration.from_dict(json.loads(json.dumps(CURVE.to_dict())))
+    assert back == CURVE
 
 
 @pytest.mark.parametrize(
@@ -253,7 +290,7 @@ def test_a_gemv_on_a_square_tile_pays_for_the_padded_rows():
 
 def test_a_large_gemm_under_graph_runs_at_the_sustained_peak():
     work = matmul(8192, 8192, 8192)
-    expected = CAL.launch_s + tiers.fixed_s(CAL) + work.cost.flops / 680e12
+    expected = CAL.launch_s + tiers.fixed_s(work.cost.bytes_, CAL) + work.cost.flops / 680e12
     assert predict(work).tiers["T4"] == pytest.approx(expected, rel=1e-12)
 
 

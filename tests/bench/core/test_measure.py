@@ -3,7 +3,13 @@
 import pytest
 
 from roofbench.bench.core.gpu_clock import GpuClock
-from roofbench.bench.core.measure import RunContext, base_record, fill_plan, fill_timing
+from roofbench.bench.core.measure import (
+    RunContext,
+    base_record,
+    declared_plan,
+    fill_plan,
+    fill_timing,
+)
 from roofbench.bench.core.timing import TimingStats, warm_up
 from roofbench.kernels.catalog import get_impl, make_case
 from roofbench.theory import ops
@@ -69,11 +75,15 @@ def test_the_gate_shrinks_only_the_axes_that_keep_the_code_path(op, shape, gate_
 
 def test_fill_plan_records_the_declared_launches_and_partials():
     case = make_case("decode_attention", batch=1, seq=8192, heads=32, kv_heads=8, head_dim=128)
-    record = fill_plan(base_record(case, "triton", CTX), get_impl(case.op, "triton"), case)
+    record = fill_plan(
+        base_record(case, "triton", CTX), *declared_plan(get_impl(case.op, "triton"), case)
+    )
     # One sequence of 8 KV heads on 132 SMs: the context is split, so pass 2 combines them.
     assert record.launches == 2 and record.plan_source == "declared"
     assert record.partial_bytes > 0 and record.plan.startswith("2 kernels: decode_split")
-    torch_record = fill_plan(base_record(case, "torch", CTX), get_impl(case.op, "torch"), case)
+    torch_record = fill_plan(
+        base_record(case, "torch", CTX), *declared_plan(get_impl(case.op, "torch"), case)
+    )
     # The reference: SDPA (its own kernels undeclared, counted as one), then the copy into out.
     assert torch_record.launches == 2 and torch_record.plan.startswith("2 kernels: sdpa")
 

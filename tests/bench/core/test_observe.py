@@ -1,0 +1,103 @@
+"""bench/core/observe.py without a GPU: kernel names made one word, the tile a name carries,
+the grid that must confirm it, and the plan built from a profiler's trace."""
+
+import pytest
+
+from roofbench.bench.core.observe import (
+    ObservedKernel,
+    confirmed_tile,
+    name_tile,
+    observed_plan,
+    short_name,
+    trace_kernels,
+)
+from roofbench.kernels.catalog import get_impl, make_case
+from roofbench.theory import tiers
+from roofbench.theory.plan import LaunchPlan
+
+CUBLAS = (
+    "sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize64x128x64_warpgroupsize1x1x1_"
+    "execute_segment_k_off_kernel__5x_cublas"
+)
+COPY = (
+    "void at::native::elementwise_kernel<128, 4, at::native::gpu_kernel_impl_nocast<"
+    "at::native::direct_copy_kernel_cuda(at::TensorIteratorBase&)::{lambda()#3}>(int)"
+)
+
+
+@pytest.mark.parametrize(
+    "name,short",
+    [(COPY, "elementwise_kernel"), (CUBLAS, CUBLAS[:60]), ("void foo::bar(int)", "bar"),
+     ("ret_t weird:name;x", "weird_name_x")],
+)  # fmt: skip
+def test_a_kernel_name_becomes_one_word_a_plan_can_hold(name, short):
+    assert short_name(name) == short
+    assert " " not in short_name(name) and ";" not in short_name(name)
+
+
+def test_the_tile_is_the_first_block_shape_in_the_name():
+    assert name_tile(CUBLAS) == (64, 128, 64)
+    assert name_tile("cudnn_generated_fort_native_sdpa_sm90_knob_7_64x128x128_4x1x1_k") == (
+        64,
+        128,
+        128,
+    )
+    assert name_tile(COPY) == ()
+
+
+def test_the_grid_must_confirm_the_tile_in_one_orientation():
+    work = make_case("gemm", m=256, n=1024, k=4096).work()
+    # cuBLAS's 64x128 runs 64 over our N and 128 over our M: 2 x 16 = 32 tiles.
+    assert confirmed_tile(work, (64, 128, 64), 32) == ((128, 64, 64), 1)
+    # 128 programs are 4 x the 32 tiles: a split-K of 4.
+    assert confirmed_tile(work, (64, 128, 64), 128) == ((128, 64, 64), 4)
+    # At M = 32 the orientations differ: cuBLAS's makes 1 x 16 tiles, the other 1 x 8.
+    thin = make_case("gemm", m=32, n=1024, k=4096).work()
+    assert confirmed_tile(thin, (64, 128, 64), 16) == ((128, 64, 64), 1)
+    assert confirmed_tile(thin, (64, 128, 64), 8) == ((64, 128, 64), 1)
+    # A persistent kernel's grid (the SM count) confirms nothing.
+    assert confirmed_tile(work, (64, 128, 64), 132) == ((), 1)
+    assert confirmed_tile(work, (), 32) == ((), 1)
+
+
+def test_an_attention_tile_is_confirmed_by_query_blocks_times_batch_and_heads():
+    work = make_case(
+        "prefill_attention", batch=2, heads=32, kv_heads=8, seq=2048, head_dim=128, causal=True
+    ).work()
+    assert confirmed_tile(work, (128, 64, 128), 16 * 64) == ((128, 64, 128), 1)
+    assert confirmed_tile(work, (128, 64, 128), 1000) == ((), 1)
+
+
+TRACE = {
+    "traceEvents": [
+        {"cat": "cpu_op", "name": "aten::mm", "ts": 1},
+        {"cat": "kernel", "name": COPY, "ts": 30, "dur": 2, "args": {"grid": [16, 1, 1]}},
+        {"cat": "kernel", "name": CUBLAS, "ts": 10, "dur": 9, "args": {"grid": [2, 16, 1]}},
+    ]
+}
+
+
+def test_the_trace_gives_kernels_in_start_order_and_never_their_durations():
+    kernels = trace_kernels(TRACE)
+    assert kernels == [ObservedKernel(CUBLAS, (2, 16, 1)), ObservedKernel(COPY, (16, 1, 1))]
+    assert not any(hasattr(k, "dur") or hasattr(k, "duration_s") for k in kernels)
+
+
+def test_an_observed_plan_counts_every_kernel_and_keeps_the_copys_bytes():
+    case = make_case("gemm", m=256, n=1024, k=4096)
+    declared = get_impl("gemm", "torch").launch_plan(case)
+    assert declared.opaque
+    plan = observed_plan(trace_kernels(TRACE), case.work(), declared)
+    assert plan.source == "observed" and plan.launches == 2
+    assert plan.main.tile == (128, 64, 64) and plan.main.grid == (2, 16, 1)
+    assert plan.partial_bytes == declared.partial_bytes
+    # The plan survives the record's text, and the tiers quantise cuBLAS's tiles with it.
+    back = LaunchPlan.parse(plan.describe())
+    assert back.kernels == plan.kernels
+    assert tiers.matmul_items(case.work(), plan) is not None
+    assert observed_plan([], case.work(), declared) is None
+
+
+def test_our_declared_plans_are_not_opaque():
+    case = make_case("gemm", m=256, n=1024, k=4096)
+    assert not get_impl("gemm", "triton").launch_plan(case).opaque
