@@ -206,7 +206,7 @@ def step_figure(points: Sequence[StepPoint], model: str) -> Figure:
         ax.set_xticks(list(xs), [label for label, _ in bars], rotation=90, fontsize=6)
         ax.set_ylabel("share of measured TBT")
         ax.set_title(f"{model} on {impl}: where a decode step goes (kernel by kernel)", fontsize=9)
-        ax.legend(fontsize=6, ncol=4, loc="upper left")
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()
     return fig
