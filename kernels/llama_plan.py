@@ -17,7 +17,9 @@ Per step (T token rows: B x N in a prefill, B in a decode step; L layers):
   decode step, two `copy_` in a prefill, none in a naive step), attention (the backend's), the
   attention output made contiguous where the implementation returns it heads-outer (a prefill
   on our kernel), two residual adds, SiLU and its product with up;
-- the final RMSNorm and the LM head (logits of one token per sequence).
+- the final RMSNorm (in a prefill of several sequences, after the copy of their last tokens that
+  torch's fused CUDA kernel makes of a strided input: observed) and the LM head (logits of one
+  token per sequence).
 
 An op call carries the plan its implementation declares for that case (our kernels' grids,
 splits and partials; a vendor library counts as one kernel). The decoder calls implementations
@@ -204,6 +206,20 @@ def step_kernels(
     step.linear("down", rows, h, inter, cfg.mlp_bias, layers)
 
     # --- the logits of each sequence's last token ----------------------------------------------
+    if not decode and batch > 1 and seq > 1:
+        # The last tokens are a strided view of the residual stream, which torch's fused CUDA
+        # RMSNorm first copies to a contiguous tensor (observed; the CPU's composite norm does
+        # not).
+        last = batch * h * e
+        step.add(
+            "last_tokens",
+            "layout",
+            ops.elementwise(last, last),
+            "rms_norm",
+            1,
+            "rms_norm",
+            "observed",
+        )
     step.add("final_norm", "norm", ops.rms_norm(batch, h, dtype), "rms_norm")
     step.linear("lm_head", batch, cfg.vocab_size, h, False, 1, kind="lm_head")
     return tuple(step.kernels)

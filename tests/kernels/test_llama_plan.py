@@ -273,7 +273,13 @@ def _profiled_kernels(fn) -> list[str]:
 @pytest.mark.parametrize("backend", ["triton", "torch"])
 @pytest.mark.parametrize(
     "phase,batch,seq",
-    [("decode", 1, 512), ("decode", 16, 2048), ("prefill", 1, 128), ("prefill", 2, 1024)],
+    [
+        ("decode", 1, 512),
+        ("decode", 16, 2048),
+        ("prefill", 1, 128),
+        ("prefill", 2, 1024),
+        ("naive", 2, 256),
+    ],
 )
 def test_the_gpu_launches_the_declared_kernels(backend, phase, batch, seq):
     """Our kernels and torch's element-wise ones are declared exactly; a vendor library's call
@@ -287,9 +293,11 @@ def test_the_gpu_launches_the_declared_kernels(backend, phase, batch, seq):
         lens = torch.full((batch,), seq, dtype=torch.int32, device="cuda")
         names = _profiled_kernels(lambda: model.decode_step(toks, lens))
     else:
-        model.allocate_cache(batch, seq)
         toks = torch.randint(0, vocab, (batch, seq), device="cuda")
-        names = _profiled_kernels(lambda: model.prefill(toks))
+        if phase == "prefill":
+            model.allocate_cache(batch, seq)
+        step = model.prefill if phase == "prefill" else model.naive_step
+        names = _profiled_kernels(lambda: step(toks))
     kernels = step_kernels(config, backend, phase, batch, seq)
     declared = sum(k.count * k.launches for k in kernels)
     ops = catalog.op_names()
