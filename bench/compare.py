@@ -148,6 +148,15 @@ def threshold_for(base: Timing, new: Timing, threshold: float, throttled_thresho
     return max(limit, SESSION_FACTOR * base.session_spread)
 
 
+def plan_change(base: Record, new: Record) -> str:
+    """Where both runs recorded a launch plan and they differ (a tuner picked another tile, a
+    library another kernel): said beside the verdict, since a time that moved with its plan is
+    the choice that changed, not the kernel."""
+    if base.plan and new.plan and base.plan != new.plan:
+        return f"plan changed: {base.plan} -> {new.plan}"
+    return ""
+
+
 def compare(
     base_records: list[Record],
     new_records: list[Record],
@@ -183,7 +192,12 @@ def compare(
             limit = threshold_for(base_timing, new_timing, threshold, throttled_threshold)
             result.append(
                 Comparison(
-                    *key, base_timing, new_timing, verdict(base_timing, new_timing, limit), limit
+                    *key,
+                    base_timing,
+                    new_timing,
+                    verdict(base_timing, new_timing, limit),
+                    limit,
+                    reason=plan_change(record, other),
                 )
             )
     result += [

@@ -278,3 +278,13 @@ def test_render_prints_each_case_and_a_summary():
     assert "test_gemm[m1-triton]" in text  # brackets survive: not read as markup
     assert "1.200" in text and "slower" in text and "missing" in text and "new" in text
     assert "1 matched: 1 slower, 0 faster, 0 same; 2 missing, 0 failed, 0 invalid, 1 new" in text
+
+
+def test_a_slowdown_that_came_with_another_plan_says_which():
+    base = dataclasses.replace(tight("gemm-m1", 40e-6), plan="1 kernel: gemm grid 128 tile 64x128")
+    new = dataclasses.replace(tight("gemm-m1", 56e-6), plan="1 kernel: gemm grid 64 tile 128x128")
+    (c,) = compare([base], [new])
+    assert c.verdict == "slower"
+    assert c.reason == f"plan changed: {base.plan} -> {new.plan}"
+    (same,) = compare([base], [dataclasses.replace(new, plan=base.plan)])
+    assert same.reason == ""
