@@ -10,7 +10,7 @@ import torch
 import torch.multiprocessing as mp
 
 from roofbench.kernels.llama import Llama
-from roofbench.kernels.tp import TPLlama, shard_weights
+from roofbench.kernels.tp import TPLlama, draw_blocks, random_shard, shard_weights
 from roofbench.theory.llm import ModelConfig
 from roofbench.theory.tp import shard
 
@@ -132,3 +132,76 @@ def test_two_gloo_processes_split_the_decoder_through_torch_distributed(tmp_path
     mp.spawn(_gloo_rank, args=(2, str(tmp_path / "init"), seed, str(out)), nprocs=2, join=True)
     result = torch.load(out)
     assert result["err"] < 1e-10 * result["scale"]
+
+
+def _tensors(weights):
+    """Every tensor of `weights` by name, in a fixed order (None where a bias is absent)."""
+    out = {"embed": weights.embed, "norm": weights.norm, "lm_head": weights.lm_head}
+    for i, layer in enumerate(weights.layers):
+        out |= {f"{i}.{k}": v for k, v in layer.__dict__.items()}
+    return out
+
+
+BIASED = ModelConfig(**{**TINY.__dict__, "attention_bias": True, "mlp_bias": True})
+TIED = ModelConfig(**{**TINY.__dict__, "tie_word_embeddings": True})
+
+
+@pytest.mark.parametrize("config", [TINY, BIASED, TIED], ids=["plain", "biases", "tied"])
+@pytest.mark.parametrize("tp", [2, 4])
+def test_a_rank_draws_exactly_its_slice_of_the_whole_model_drawn_the_same_way(config, tp):
+    assert draw_blocks(config) == 4  # gcd(8 heads, 4 KV heads, 96, 80)
+    seed = int(torch.randint(0, 10**6, ()).item())
+    whole = random_shard(config, 1, 0, "cpu", torch.float64, seed)
+    for rank in range(tp):
+        drawn = _tensors(random_shard(config, tp, rank, "cpu", torch.float64, seed))
+        sliced = _tensors(shard_weights(config, whole, tp, rank))
+        assert drawn.keys() == sliced.keys()
+        for name, tensor in sliced.items():
+            if tensor is None:
+                assert drawn[name] is None, name
+            else:
+                assert torch.equal(drawn[name], tensor), name
+
+
+def test_the_draw_holds_only_the_rank_s_part_and_its_blocks_are_independent():
+    whole = _tensors(random_shard(TINY, 1, 0, "cpu", torch.float64, 3))
+    part = _tensors(random_shard(TINY, 4, 1, "cpu", torch.float64, 3))
+    for name in ("0.wqkv", "0.w_gate_up", "0.wo", "0.w_down", "lm_head"):
+        assert part[name].numel() * 4 == whole[name].numel(), name
+    # N(0, 1/fan_in): the whole Q|K|V has standard deviation 1/sqrt(hidden) = 0.125.
+    assert 0.11 < whole["0.wqkv"].std().item() < 0.14
+    assert 0.11 < whole["0.w_down"].std().item() * (96 / 64) ** 0.5 < 0.14
+    # No two blocks, layers or seeds repeat one another.
+    q_blocks = whole["0.wqkv"][: TINY.q_dim].reshape(4, -1)
+    assert not torch.equal(q_blocks[0], q_blocks[1])
+    assert not torch.equal(whole["0.wqkv"], whole["1.wqkv"])
+    other = _tensors(random_shard(TINY, 1, 0, "cpu", torch.float64, 4))
+    assert not torch.equal(other["0.wqkv"], whole["0.wqkv"])
+    with pytest.raises(ValueError, match="does not split over TP=3"):
+        random_shard(TINY, 3, 0)
+    with pytest.raises(ValueError, match="rank must be in 0..1"):
+        random_shard(TINY, 2, 2)
+
+
+def test_ranks_built_from_their_own_draws_give_the_whole_model_s_logits():
+    seed = int(torch.randint(0, 10**6, ()).item())
+    whole = Llama(TINY, random_shard(TINY, 1, 0, "cpu", torch.float64, seed))
+    tokens = torch.randint(0, TINY.vocab_size, (2, 5))
+    expected = _phases(whole, tokens)
+    group, results = ThreadGroup(2), [None, None]
+
+    def rank_main(rank):
+        reduce, gather = group.ops(rank)
+        model = TPLlama.random_rank(
+            TINY, 2, rank, "torch", "cpu", torch.float64, seed, all_reduce=reduce, all_gather=gather
+        )
+        results[rank] = _phases(model, tokens)
+
+    threads = [threading.Thread(target=rank_main, args=(r,)) for r in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    for rank_out in results:
+        for got, want in zip(rank_out, expected, strict=True):
+            assert (got - want).abs().max().item() < 1e-10 * want.abs().max().item()
