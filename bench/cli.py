@@ -16,6 +16,7 @@ from roofbench.bench.cli_args import (
     positive_int,
 )
 from roofbench.bench.comm.cli import add_comm_parser
+from roofbench.bench.comm.tp_cli import add_tp_parser, tp_command
 from roofbench.bench.commands import add_small_commands
 from roofbench.theory.hardware import GPUS
 
@@ -229,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_report(sub)
     add_small_commands(sub, _add_plugin)
     add_comm_parser(sub)
+    add_tp_parser(sub)
     return parser
 
 
@@ -394,6 +396,7 @@ def main(argv: list[str] | None = None) -> int:
             "calibrate": _calibrate,
             "baseline": _baseline,
             "comm": _comm,
+            "tp": tp_command,
         }
         return commands[args.command](args, console)
     except (ValueError, KeyError, OSError) as err:

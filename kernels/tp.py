@@ -186,6 +186,18 @@ def random_shard(
     return Weights(embed=embed, layers=layers, norm=draw.whole(h, 1.0, "norm"), lm_head=head)
 
 
+def weights_to(weights: Weights, device, dtype: torch.dtype) -> Weights:
+    """`weights` moved and cast, tensor by tensor (a tied LM head stays the embedding)."""
+
+    def to(t: torch.Tensor | None) -> torch.Tensor | None:
+        return None if t is None else t.to(device=device, dtype=dtype)
+
+    layers = [LayerWeights(**{k: to(v) for k, v in vars(t).items()}) for t in weights.layers]
+    embed = to(weights.embed)
+    head = embed if weights.lm_head is weights.embed else to(weights.lm_head)
+    return Weights(embed=embed, layers=layers, norm=to(weights.norm), lm_head=head)
+
+
 def _dist_all_reduce(t: torch.Tensor) -> None:
     import torch.distributed as dist
 

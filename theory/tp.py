@@ -131,3 +131,25 @@ def prefill(
     """The prefill of `batch` prompts (TTFT) on the per-GPU phase roofline."""
     per_gpu = llm.prefill(shard(config, tp), roof, prompt_tokens, batch, dtype, causal)
     return tp_step(config, tp, link, per_gpu.time_s, batch * prompt_tokens, batch, dtype)
+
+
+PHASES = ("ttft", "tbt")
+
+
+def phase(
+    config: ModelConfig,
+    roof: Roof,
+    link: comm.Link,
+    tp: int,
+    op: str,
+    batch: int,
+    seq: int,
+    dtype: str = "bf16",
+) -> TPStep:
+    """`prefill` of `batch` prompts of `seq` tokens (op `ttft`) or one `decode_step` of `batch`
+    sequences at context `seq` (op `tbt`)."""
+    if op == "ttft":
+        return prefill(config, roof, link, tp, seq, batch, dtype)
+    if op == "tbt":
+        return decode_step(config, roof, link, tp, seq, batch, dtype)
+    raise ValueError(f"op must be one of {', '.join(PHASES)}, got {op!r}")

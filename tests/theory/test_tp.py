@@ -61,3 +61,15 @@ def test_prefill_all_reduces_carry_every_token():
     assert step.all_reduce.size_bytes == 2 * 2048 * 4096 * 2
     assert step.all_gather.size_bytes == 2 * 128256 * 2  # the last token of each prompt
     assert step.all_reduces == 64
+
+
+def test_phase_picks_prefill_or_decode_and_names_what_it_does_not_know():
+    model, roof, link = llm.MODELS["llama3-70b"], Roof.from_spec(H200), comm.Link.from_spec(H200)
+    assert tp.phase(model, roof, link, 2, "tbt", 4, 1024) == tp.decode_step(
+        model, roof, link, 2, 1024, 4
+    )
+    ttft = tp.phase(model, roof, link, 8, "ttft", 1, 512)
+    assert ttft == tp.prefill(model, roof, link, 8, 512, 1)
+    assert ttft.all_reduce.size_bytes == 512 * 8192 * 2
+    with pytest.raises(ValueError, match="op must be one of ttft, tbt"):
+        tp.phase(model, roof, link, 2, "naive_step", 1, 8)
