@@ -194,10 +194,12 @@ def rope_kv_append(
     Token n of sequence b sits at position p = start[b] + n (start: int32 [B] on the device, or
     none: p = n). Rotary (Su et al. 2021, rotate-half pairing (i, i + D/2)):
     out_i = x_i cos(p, i) - x_{i+D/2} sin(p, i);  out_{i+D/2} = x_{i+D/2} cos(p, i) + x_i sin(p, i),
-    cos and sin [>= max p + 1, D/2] (rows contiguous). K goes to k_dst[b, h, p] and V to
-    v_dst[b, h, p], both [B, Hkv, S, D] with the same strides (a layer's cache; allocated as
-    [B, Hkv, N, D] when not given). Returns (q, k_dst, v_dst); q is [B, N, Hq, D], or
-    [B, Hq, N, D] in memory with `q_heads_outer` (the prefill attention's layout)."""
+    cos and sin [>= max p + 1, D/2] (rows contiguous); the caller keeps every p inside the
+    cache and the tables (start is on the device: nothing here reads it). K goes to
+    k_dst[b, h, p] and V to v_dst[b, h, p], both [B, Hkv, S, D] with the same strides (a
+    layer's cache; allocated as [B, Hkv, N, D] when not given, then start must be none).
+    Returns (q, k_dst, v_dst); q is [B, N, Hq, D], or [B, Hq, N, D] in memory with
+    `q_heads_outer` (the prefill attention's layout)."""
     rows = qkv.shape[0]
     if batch <= 0 or rows % batch:
         raise ValueError(f"{rows} token rows are not a whole number of {batch} sequences")
@@ -214,6 +216,8 @@ def rope_kv_append(
         raise ValueError("start must be an int32 tensor [B]")
     check_float(qkv, cos, sin)
     if k_dst is None or v_dst is None:
+        if start is not None:  # the buffers below hold positions 0..N-1 only
+            raise ValueError("positions from `start` need the cache to write them into")
         k_dst, v_dst = (
             torch.empty((batch, kv_heads, n, head_dim), dtype=qkv.dtype, device=qkv.device)
             for _ in range(2)
@@ -320,4 +324,69 @@ def silu_mul_reference(gate_up):
     return g * torch.sigmoid(g) * u
 
 
-FUSED = {"add_rms_norm": add_rms_norm, "rope_kv_append": rope_kv_append, "silu_mul": silu_mul}
+# --- the "fused" backend of `kernels.llama.Llama` ---------------------------------------------
+
+# What the decoder calls them by (`Llama._fused`; `kernels.llama_plan` declares these calls).
+KERNELS = {"add_rms_norm": add_rms_norm, "rope_kv_append": rope_kv_append, "silu_mul": silu_mul}
+
+
+def _layers(model, x, batch: int, attend):
+    """The layers over the residual stream x [T, hidden], updated in place: each layer's input
+    norm takes the previous layer's MLP output as its residual add (the first has none);
+    `attend(i, qkv)` returns layer i's attention output [T, q_dim]. Returns (the last MLP
+    output, x): the final norm adds the one to the other."""
+    k, w, eps = model._fused, model.weights, model.config.rms_norm_eps
+    delta = None
+    for i, layer in enumerate(w.layers):
+        h, x = k["add_rms_norm"](delta, x, layer.attn_norm, eps)
+        o = attend(i, model._linear(h, layer.wqkv, layer.bqkv))
+        h, x = k["add_rms_norm"](model._linear(o, layer.wo, layer.bo), x, layer.mlp_norm, eps)
+        gate_up = model._linear(h, layer.w_gate_up, layer.b_gate_up)
+        delta = model._linear(k["silu_mul"](gate_up), layer.w_down, layer.b_down)
+    return delta, x
+
+
+def _logits(model, delta, x):
+    h, _ = model._fused["add_rms_norm"](delta, x, model.weights.norm, model.config.rms_norm_eps)
+    return model._linear(h, model.weights.lm_head)
+
+
+def decode_step(model, tokens: torch.Tensor, context_lens: torch.Tensor) -> torch.Tensor:
+    """`Llama.decode_step` on the fused backend (its checks made): the new token of sequence b
+    rotated at position context_lens[b] and written to the cache there, read from the device."""
+    cfg, w, cache = model.config, model.weights, model.cache
+    batch = tokens.shape[0]
+    torch.add(context_lens, 1, out=cache.attend_lens)
+    rope = model._fused["rope_kv_append"]
+    attention = model._fn["decode_attention"]
+
+    def attend(i, qkv):
+        k_cache, v_cache = cache.k(i), cache.v(i)
+        heads = (cfg.num_heads, cfg.num_kv_heads)
+        q, _, _ = rope(qkv, cache.cos, cache.sin, batch, *heads, context_lens, k_cache, v_cache)
+        o = attention(q[:, 0], k_cache, v_cache, cache.attend_lens)  # [B, Hq, D]
+        return o.reshape(batch, cfg.q_dim)
+
+    x = torch.nn.functional.embedding(tokens.reshape(batch), w.embed)
+    return _logits(model, *_layers(model, x, batch, attend))
+
+
+def forward(model, tokens: torch.Tensor, cache, cos: torch.Tensor, sin: torch.Tensor):
+    """`Llama._forward` on the fused backend: N positions per sequence from 0, K and V written
+    to `cache` (or to buffers of their own when none); logits of each sequence's last token."""
+    cfg, w = model.config, model.weights
+    batch, n = tokens.shape
+    rope = model._fused["rope_kv_append"]
+    attention = model._fn["prefill_attention"]
+
+    def attend(i, qkv):
+        dst = (None, None) if cache is None else (cache.k(i), cache.v(i))
+        heads = (cfg.num_heads, cfg.num_kv_heads)
+        q, k, v = rope(qkv, cos, sin, batch, *heads, None, *dst, q_heads_outer=True)
+        o = attention(q, k[:, :, :n], v[:, :, :n], causal=True)  # [B, Hq, N, D]
+        return o.transpose(1, 2).reshape(batch * n, cfg.q_dim)
+
+    x = torch.nn.functional.embedding(tokens.reshape(-1), w.embed)  # [B*N, hidden]
+    delta, x = _layers(model, x, batch, attend)
+    # The final norm over each sequence's last token only (strided rows of the stream).
+    return _logits(model, delta.view(batch, n, -1)[:, -1], x.view(batch, n, -1)[:, -1])

@@ -9,7 +9,8 @@ drawn from N(0, 1/fan_in) so activations stay O(1) through any depth; embeddings
 
 Projections sharing an input are stored fused (Q|K|V as one [q + 2 kv, hidden] matrix, gate|up as
 one [2 intermediate, hidden] matrix), as serving engines store them: the same weights and FLOPs
-in fewer, larger products. Norms, rotary embeddings and SiLU run in torch on both backends.
+in fewer, larger products. Norms, rotary embeddings and SiLU run in torch on the "triton" and
+"torch" backends; the "fused" backend runs them in `kernels.fused` (below).
 
 Backends (`backend=`): a choice of registered implementation (`kernels.registry`) for each of
 the four ops the decoder runs: `gemv` for projections of at most 16 token rows (decode), `gemm`
@@ -18,6 +19,13 @@ all four) and "torch" (F.linear, SDPA: the baselines); or a mapping such as
 {"decode_attention": "mine", "gemm": "triton"}, where an op left out takes its baseline. The
 decoder calls an implementation without `out=` (it must then return a fresh result) and gives
 decode attention the lengths as an int32 device tensor, so that a step can be graph-captured.
+
+"fused" is "triton" for the four ops, with the element-wise work between them fused as serving
+engines fuse it (`kernels.fused`): each residual add with the RMSNorm after it, rotary of Q and K
+with the K and V writes to the cache (the rotary tables read at each row's position, no gathered
+copy), SiLU(gate) x up in one kernel. A decode step then launches, per layer, two norms, the
+four projections, one rotary/append, attention and one activation, against 18 (plus attention's)
+on the others. The residual stream is updated in place.
 
 Rotary embeddings use the config's rope_theta (Llama 3's 500000 by default) and rotate-half
 pairing (dimension i with i + D/2, the Hugging Face layout), RMSNorm its rms_norm_eps; long-context
@@ -46,27 +54,28 @@ import torch.nn.functional as F
 from roofbench.theory.llm import ModelConfig
 from roofbench.theory.ops import dtype_bytes
 
-from . import catalog
+from . import catalog, fused
 from .gemv import TOKENS_PER_DOT
 from .llama_weights import LayerWeights, Weights, random_weights
 
 ROPE_THETA = ModelConfig.rope_theta  # Llama 3's rope_theta (config.json), the default
 RMS_EPS = ModelConfig.rms_norm_eps  # Llama 3's rms_norm_eps, the default
 GEMV_MAX_M = TOKENS_PER_DOT  # the GEMV op serves 1..16 token rows; above, the GEMM
-PRESETS = ("triton", "torch")
-BACKENDS = PRESETS
+PRESETS = ("triton", "torch")  # one implementation for every op; a model run's default
+FUSED = "fused"  # "triton" for every op, and the decoder's element-wise work fused
+BACKENDS = (*PRESETS, FUSED)
 MODEL_OPS = ("gemm", "gemv", "prefill_attention", "decode_attention")
 
 
 def resolve_backend(backend: str | Mapping[str, str]) -> dict[str, str]:
-    """op -> implementation name for a preset ("triton", "torch") or a per-op mapping (ops left
-    out take their baseline). Raises ValueError naming what is unknown."""
+    """op -> implementation name for a preset ("triton", "torch"; "fused" runs "triton") or a
+    per-op mapping (ops left out take their baseline). Raises ValueError naming what is unknown."""
     if isinstance(backend, str):
-        if backend not in PRESETS:
+        if backend not in BACKENDS:
             raise ValueError(
-                f"backend must be one of {PRESETS} or op=impl choices, got {backend!r}"
+                f"backend must be one of {BACKENDS} or op=impl choices, got {backend!r}"
             )
-        names = dict.fromkeys(MODEL_OPS, backend)
+        names = dict.fromkeys(MODEL_OPS, "triton" if backend == FUSED else backend)
     else:
         wrong = [op for op in backend if op not in MODEL_OPS]
         if wrong:
@@ -221,7 +230,7 @@ class KVCache:
 
 
 class Llama:
-    """A decoder of shape `config` over `weights`, computing with `backend` ("triton"|"torch")."""
+    """A decoder of shape `config` over `weights`, computing with `backend` (see the module)."""
 
     def __init__(
         self, config: ModelConfig, weights: Weights, backend: str | Mapping[str, str] = "torch"
@@ -233,6 +242,8 @@ class Llama:
         self.backend = backend_label(backend)
         self.impl_names = names
         self._fn = {op: catalog.get_impl(op, name).fn for op, name in names.items()}
+        # The fused backend's element-wise kernels, by name (none on the other backends).
+        self._fused = dict(fused.KERNELS) if self.backend == FUSED else {}
         self.cache: KVCache | None = None
         self._rope: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -312,6 +323,8 @@ class Llama:
             raise ValueError(f"decode_step needs a cache for {batch} sequences: call prefill first")
         if tuple(context_lens.shape) != (batch,) or context_lens.dtype != torch.int32:
             raise ValueError("context_lens must be an int32 tensor [B]")
+        if self._fused:
+            return fused.decode_step(self, tokens, context_lens)
         cfg, w = self.config, self.weights
         eps = cfg.rms_norm_eps
         cache.positions.copy_(context_lens)
@@ -345,6 +358,8 @@ class Llama:
 
     def _forward(self, tokens, cache: KVCache | None, cos, sin) -> torch.Tensor:
         """All N positions of each sequence at once (causal), caching K and V if `cache`."""
+        if self._fused:
+            return fused.forward(self, tokens, cache, cos, sin)
         batch, n = tokens.shape
         cfg, w = self.config, self.weights
         eps = cfg.rms_norm_eps

@@ -257,3 +257,80 @@ def test_triton_backend_matches_torch_at_odd_head_dims_and_groups(head_dim, head
     step = torch.randint(0, 97, (2, 1), generator=torch.Generator().manual_seed(2))
     assert torch.allclose(ours.decode_step(step, lens), reference.decode_step(step, lens),
                           rtol=1e-3, atol=1e-3)  # fmt: skip
+
+
+# --- the fused backend -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "config",
+    [tiny(2, layers=2), tiny(4, layers=1, attention_bias=True, tie_word_embeddings=True)],
+    ids=["gqa", "mha_bias_tied"],
+)
+def test_fused_backend_matches_torch(config):
+    """Under the interpreter (fp32): prefill (GEMM rows), a ragged decode step at positions 12
+    and 7, and a naive step; the fused kernels in place of torch's element-wise ones."""
+    torch_model = Llama.random(config, seed=5)
+    fused = torch_model.with_backend("fused")
+    assert fused._fused and not torch_model._fused
+    toks = tokens(2, 13, seed=4)
+    for model in (torch_model, fused):
+        model.allocate_cache(2, 13)
+    assert close(fused.prefill(toks[:, :12]), torch_model.prefill(toks[:, :12]))
+    assert torch.allclose(fused.cache.kv[:, :, :, :, :12], torch_model.cache.kv[:, :, :, :, :12],
+                          rtol=1e-4, atol=1e-4)  # fmt: skip
+    context = lens([12, 7])
+    step = toks[:, 12:13]
+    assert close(fused.decode_step(step, context), torch_model.decode_step(step, context))
+    assert context.tolist() == [12, 7]  # the lengths are left to the caller
+    one = toks[:1, :5]
+    assert close(fused.naive_step(one), torch_model.naive_step(one))
+
+
+def test_fused_cached_decode_equals_the_full_sequence():
+    model = Llama.random(tiny(), "fused", seed=1)
+    toks = tokens(3, 9, seed=2)
+    expected = plain_logits(model, toks)
+    model.allocate_cache(3, 9)
+    assert close(model.prefill(toks[:, :6]), expected[:, 5])
+    context = lens([6, 6, 6])
+    for t in range(6, 9):
+        assert close(model.decode_step(toks[:, t : t + 1], context), expected[:, t])
+        context += 1
+
+
+@pytest.mark.gpu
+def test_fused_backend_decode_graph_replays_the_eager_step():
+    model = Llama.random(tiny(), backend="fused", device="cuda", seed=2)
+    toks = tokens(2, 9).cuda()
+    model.allocate_cache(2, 16)
+    model.prefill(toks[:, :8])
+    context = lens([8, 6]).cuda()
+    eager = model.decode_step(toks[:, 8:9], context).clone()
+    graph = DecodeGraph(model, toks[:, 8:9], context)
+    assert torch.equal(graph.step(advance=True), eager)
+    assert graph.context_lens.tolist() == [9, 7]
+    # The next replay reads the advanced lengths from the device: the next position.
+    model_eager = model.with_backend("fused")
+    model_eager.cache = model.cache
+    expected = model_eager.decode_step(toks[:, 8:9], graph.context_lens.clone()).clone()
+    model.cache.kv[:, :, 0, :, 9] = float("nan")  # what the replay must overwrite, not read
+    model.cache.kv[:, :, 1, :, 7] = float("nan")
+    assert torch.allclose(graph.step(advance=False), expected, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.gpu
+def test_fused_backend_matches_torch_in_bf16_at_llama3_8b_width():
+    from roofbench.theory.llm import MODELS
+
+    config = MODELS["llama3-8b"].with_layers(2)
+    reference = Llama.random(config, "torch", "cuda", torch.bfloat16, seed=3)
+    fused = reference.with_backend("fused")
+    toks = torch.randint(0, config.vocab_size, (4, 65), device="cuda")
+    for model in (reference, fused):
+        model.allocate_cache(4, 80)
+    assert close(fused.prefill(toks[:, :64]), reference.prefill(toks[:, :64]), tol=3e-2)
+    context = torch.tensor([64, 64, 30, 1], dtype=torch.int32, device="cuda")
+    step = toks[:, 64:65]
+    got, expected = fused.decode_step(step, context), reference.decode_step(step, context)
+    assert close(got, expected, tol=3e-2)
