@@ -4,6 +4,7 @@ gloo processes through torch.distributed."""
 
 import os
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -125,9 +126,14 @@ def _gloo_rank(rank, tp, init_file, seed, out_file):
     dist.destroy_process_group()
 
 
-def test_two_gloo_processes_split_the_decoder_through_torch_distributed(tmp_path):
+def test_two_gloo_processes_split_the_decoder_through_torch_distributed(tmp_path, monkeypatch):
     seed = int(torch.randint(0, 10**6, ()).item())
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    # The spawned ranks unpickle _gloo_rank by its module's name; pytest's importlib mode does
+    # not put the test's package on sys.path, which the children inherit.
+    here = Path(__file__).resolve().parent
+    for path in (here, here.parents[1]):
+        monkeypatch.syspath_prepend(str(path))
     out = tmp_path / "err.pt"
     mp.spawn(_gloo_rank, args=(2, str(tmp_path / "init"), seed, str(out)), nprocs=2, join=True)
     result = torch.load(out)
