@@ -21,6 +21,11 @@ Per step (T token rows: B x N in a prefill, B in a decode step; L layers):
   torch's fused CUDA kernel makes of a strided input: observed) and the LM head (logits of one
   token per sequence).
 
+On the "fused" backend (`kernels.fused`) the element-wise kernels are instead: the lengths
+(decode only), the embedding, per layer two `add_rms_norm` (the first layer's input norm with no
+residual add), one `rope_kv_append` (Q and K rotated, K and V into the cache) and one `silu_mul`;
+the final `add_rms_norm` over the last token of each sequence; the ops as on "triton".
+
 An op call carries the plan its implementation declares for that case (our kernels' grids,
 splits and partials; a vendor library counts as one kernel). The decoder calls implementations
 without `out=`, so a reference's copy into `out` is not made and is dropped from its plan. The
@@ -43,7 +48,7 @@ from roofbench.theory.tiers import Work
 from . import catalog
 from .attention import attention_reference
 from .decode_attention import decode_attention_reference
-from .llama import GEMV_MAX_M, resolve_backend
+from .llama import FUSED, GEMV_MAX_M, resolve_backend
 from .registry import Impl
 
 PHASES = ("prefill", "decode", "naive")
@@ -125,6 +130,8 @@ def step_kernels(
         raise ValueError(f"batch and seq must be positive, got {batch}, {seq}")
     cfg, layers = config, config.num_layers
     step = _Step(cfg, resolve_backend(backend), dtype)
+    if backend == FUSED:
+        return _fused_kernels(step, phase, batch, seq, max_seq)
     e, h, d = step.size, cfg.hidden_size, cfg.head_dim
     decode = phase == "decode"
     rows = batch if decode else batch * seq
@@ -163,37 +170,7 @@ def step_kernels(
             "copy_",
             2 * layers,
         )
-    heads = {"heads": cfg.num_heads, "kv_heads": cfg.num_kv_heads, "head_dim": d}
-    if decode:
-        keys = max_seq if max_seq is not None else seq + 1
-        impl = step.op(
-            "attention",
-            "attention",
-            "decode_attention",
-            layers,
-            batch=batch,
-            seq=seq + 1,
-            s_max=keys,
-            **heads,
-        )
-        if _calls(impl, decode_attention_reference):
-            _key_mask(step, batch, keys, layers)
-    else:
-        impl = step.op(
-            "attention",
-            "attention",
-            "prefill_attention",
-            layers,
-            batch=batch,
-            seq=seq,
-            causal=True,
-            **heads,
-        )
-        # o.transpose(1, 2).reshape(...) copies unless the output is heads-inner in memory,
-        # as torch's SDPA kernels write it ([B, N, H, D] under a [B, H, N, D] view).
-        if seq > 1 and cfg.num_heads > 1 and not _calls(impl, attention_reference):
-            out = rows * cfg.q_dim * e
-            step.add("attention_out", "layout", ops.elementwise(out, out), "reshape", layers)
+    _attention(step, decode, batch, seq, max_seq)
     step.linear("o_proj", rows, h, cfg.q_dim, cfg.attention_bias, layers)
     step.add(
         "residual", "residual", ops.elementwise(2 * rows * h * e, rows * h * e), "add", 2 * layers
@@ -225,6 +202,44 @@ def step_kernels(
     return tuple(step.kernels)
 
 
+def _attention(step: _Step, decode: bool, batch: int, seq: int, max_seq: int | None) -> None:
+    """The attention op of every layer, with what its implementation or its output's layout
+    adds (the torch decode attention's key mask; a heads-outer prefill output made contiguous)."""
+    cfg, layers, e, d = step.config, step.config.num_layers, step.size, step.config.head_dim
+    rows = batch if decode else batch * seq
+    heads = {"heads": cfg.num_heads, "kv_heads": cfg.num_kv_heads, "head_dim": d}
+    if decode:
+        keys = max_seq if max_seq is not None else seq + 1
+        impl = step.op(
+            "attention",
+            "attention",
+            "decode_attention",
+            layers,
+            batch=batch,
+            seq=seq + 1,
+            s_max=keys,
+            **heads,
+        )
+        if _calls(impl, decode_attention_reference):
+            _key_mask(step, batch, keys, layers)
+    else:
+        impl = step.op(
+            "attention",
+            "attention",
+            "prefill_attention",
+            layers,
+            batch=batch,
+            seq=seq,
+            causal=True,
+            **heads,
+        )
+        # o.transpose(1, 2).reshape(...) copies unless the output is heads-inner in memory,
+        # as torch's SDPA kernels write it ([B, N, H, D] under a [B, H, N, D] view).
+        if seq > 1 and cfg.num_heads > 1 and not _calls(impl, attention_reference):
+            out = rows * cfg.q_dim * e
+            step.add("attention_out", "layout", ops.elementwise(out, out), "reshape", layers)
+
+
 def _key_mask(step: _Step, batch: int, keys: int, layers: int) -> None:
     """The key mask the torch decode attention builds from device lengths (`arange` of the key
     positions, `lt` against the lengths: [B, keys] booleans), and the three kernels torch's SDPA
@@ -243,3 +258,45 @@ def _key_mask(step: _Step, batch: int, keys: int, layers: int) -> None:
     )
     for name, cost, call in additive:
         step.add(name, "mask", cost, call, layers, origin, "observed")
+
+
+def _fused_kernels(
+    step: _Step, phase: str, batch: int, seq: int, max_seq: int | None
+) -> tuple[StepKernel, ...]:
+    """The kernels of a step on the "fused" backend (`kernels.fused.decode_step`, `forward`):
+    per layer two norms (the first layer's input norm plain, every other one with the residual
+    add before it), the four projections, one rotary + KV append, attention and one SiLU x up;
+    the final norm (with the last residual add) over each sequence's last token."""
+    cfg, layers, e = step.config, step.config.num_layers, step.size
+    h, d, dtype = cfg.hidden_size, cfg.head_dim, step.dtype
+    decode = phase == "decode"
+    rows = batch if decode else batch * seq
+    if decode:
+        lengths = LENGTH_BYTES * batch
+        step.add("attend_lens", "index", ops.elementwise(lengths, lengths), "add")
+    step.add("embedding", "embedding", ops.gather(rows, h * e, INDEX_BYTES * rows), "embedding")
+
+    def add_norm(n: int):  # delta and residual read, the residual and the normed rows written
+        return ops.rms_norm(n, h, dtype) + ops.elementwise(n * h * e, n * h * e)
+
+    step.add("norm", "norm", ops.rms_norm(rows, h, dtype), "add_rms_norm")
+    step.add("add_norm", "norm", add_norm(rows), "add_rms_norm", 2 * layers - 1)
+    step.linear("qkv", rows, cfg.q_dim + 2 * cfg.kv_dim, h, cfg.has_qkv_bias, layers)
+    # Q|K|V rows read, the cos and sin rows of the distinct positions read (B in a decode step,
+    # N shared by the batch otherwise) with a decode step's positions; Q written, and K and V
+    # into the cache (or their own buffers in a naive step).
+    table = 2 * (batch if decode else seq) * (d // 2) * e
+    index = LENGTH_BYTES * batch if decode else 0
+    qkv_bytes = rows * (cfg.q_dim + 2 * cfg.kv_dim) * e
+    rope = ops.elementwise(qkv_bytes + table + index, qkv_bytes)
+    step.add("rope_kv_append", "rotary", rope, "rope_kv_append", layers)
+    _attention(step, decode, batch, seq, max_seq)
+    step.linear("o_proj", rows, h, cfg.q_dim, cfg.attention_bias, layers)
+    inter = cfg.intermediate_size
+    step.linear("gate_up", rows, 2 * inter, h, cfg.mlp_bias, layers)
+    act = rows * inter * e
+    step.add("silu_x_up", "activation", ops.elementwise(2 * act, act), "silu_mul", layers)
+    step.linear("down", rows, h, inter, cfg.mlp_bias, layers)
+    step.add("final_norm", "norm", add_norm(batch), "add_rms_norm")
+    step.linear("lm_head", batch, cfg.vocab_size, h, False, 1, kind="lm_head")
+    return tuple(step.kernels)
