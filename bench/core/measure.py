@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from roofbench.bench.core import memory
 from roofbench.bench.core.attribution import fill_tiers
 from roofbench.bench.core.observe import observe as observed_kernels
 from roofbench.bench.core.observe import observed_plan
@@ -38,9 +39,6 @@ from roofbench.theory.ops import OpCost
 from roofbench.theory.roofline import Roof
 from roofbench.theory.tiers import Calibration
 
-# A case whose compulsory bytes exceed this fraction of free memory is skipped up front: the
-# reference implementations need workspace beside the inputs.
-FIT_FRACTION = 0.45
 # GPM counters lag: the kernel runs this long before the first GPM sample. The case was just
 # timed, so the GPU is warm and a shorter lead than a cold start needs will do.
 GPM_LEAD_S = 0.1
@@ -143,8 +141,8 @@ def fits(case: OpCase, device: torch.device) -> str | None:
         return None
     free_bytes, _ = torch.cuda.mem_get_info(device)
     need = case.cost().bytes_
-    if need > FIT_FRACTION * free_bytes:
-        return f"needs {need / 1e9:.1f} GB of inputs and outputs, {free_bytes / 1e9:.1f} GB free"
+    if not memory.fits(free_bytes, need):
+        return memory.fit_reason("inputs and outputs", free_bytes, need)
     return None
 
 

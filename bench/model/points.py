@@ -14,6 +14,13 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from roofbench.bench.core.memory import (  # noqa: F401 - the model's fit rule, by these names
+    FIT_ESTIMATE_SLACK,
+    FIT_MARGIN_BYTES,
+    fit_margin_bytes,
+    fit_reason,
+    fits,
+)
 from roofbench.bench.core.records import Record
 from roofbench.kernels.spec import powers_of_two
 from roofbench.theory import llm
@@ -37,14 +44,6 @@ BUDGET_REASON = "time budget reached"
 # A model is cut to the layers whose weights fit in this share of the memory free for it (free
 # memory less the fit margin), leaving the rest for the KV cache and activations.
 WEIGHT_FRACTION = 0.5
-# The fit rule: an allocation estimated at `need` bytes is made only when need plus a margin is
-# free (torch.cuda.mem_get_info, asked right before). The margin covers what no estimate here
-# counts: cuBLAS's per-stream workspaces, a captured CUDA graph's private pool, Triton's
-# autotuning buffers, the caching allocator's 2 MiB rounding and fragmentation, and the growth
-# of the CUDA context; plus a share of the estimate itself, for the temporaries of a forward
-# that `kernels.llama.workspace_bytes` (an upper estimate by design) may still miss.
-FIT_MARGIN_BYTES = 2 * 2**30
-FIT_ESTIMATE_SLACK = 0.05
 
 
 # --- sweeps, as data ---------------------------------------------------------------------------
@@ -153,24 +152,6 @@ def case_id(config: ModelConfig, point: Point) -> str:
 def phase(config: ModelConfig, roof: Roof, op: str, batch: int, seq: int) -> llm.Phase:
     """Theory's cost and time of one measurement (`theory.analysis.model_phase` in bf16)."""
     return model_phase(config, roof, op, batch, seq, DTYPE)
-
-
-def fit_margin_bytes(need_bytes: float) -> float:
-    """The margin the fit rule keeps free beside an allocation of `need_bytes` (estimated)."""
-    return FIT_MARGIN_BYTES + FIT_ESTIMATE_SLACK * need_bytes
-
-
-def fits(free_bytes: float, need_bytes: float) -> bool:
-    """The fit rule: `need_bytes` (estimated) plus its margin fit in `free_bytes` free."""
-    return need_bytes + fit_margin_bytes(need_bytes) <= free_bytes
-
-
-def fit_reason(what: str, free_bytes: float, need_bytes: float) -> str:
-    """Why an allocation was not made: the need, the margin and the memory free, in GB."""
-    return (
-        f"needs ~{need_bytes / 1e9:.1f} GB ({what}) + {fit_margin_bytes(need_bytes) / 1e9:.1f} GB "
-        f"margin, {free_bytes / 1e9:.1f} GB free"
-    )
 
 
 def fitting_layers(
