@@ -15,7 +15,9 @@ formula and where it comes from):
 - T4 + power: the compute rate between the burst and the sustained (power-capped) matmul peak,
   by how busy the timing method keeps the GPU (`duty`, `compute_rate`).
 - T5 tiles and waves: the whole tiles a kernel executes (edge tiles of a GEMM, the causal
-  diagonal of attention), their schedule on the SMs (`makespan_s`), and for attention one exp2
+  diagonal of attention), their schedule on the SMs (`makespan_s`), the read bandwidth its
+  number of programs reaches (`concurrency_s`, where the calibration probed it), and for
+  attention one exp2
   per executed score on the special-function unit, in series with the tensor cores unless the
   plan declares them overlapped (`exp_s`).
 - T6 the per-score ALU work an implementation declares in its plan (`alu_s`).
@@ -29,86 +31,28 @@ residual is the missing term, and the report says which rows miss most.
 
 from __future__ import annotations
 
-import bisect
 import heapq
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
+from roofbench.theory.calibration import Calibration, curve_value
 from roofbench.theory.ops import OpCost
 from roofbench.theory.plan import LaunchPlan
 from roofbench.theory.roofline import Roof
 
 # Bumped when a tier's formula changes, so a committed run's tiers are reproduced only by the
 # model that wrote them (run.json's tiers_model; runs without it are model 1).
-# 2: a fixed cost per kernel of the plan, from the calibration's probed curve.
+# 2: a fixed cost per kernel of the plan, from the calibration's probed curve; T5's memory side
+# (the bandwidth a grid of few programs reaches) where the calibration probed it (none of the
+# model-2 runs committed so far did, so they reproduce unchanged).
 MODEL_VERSION = 2
 TIERS = ("T0", "T1", "T2", "T3", "T4", "T5", "T6")
 TERMS = ("launch", "fixed", "writeback", "memory", "compute", "exp", "alu")
-CURVE_FIELDS = ("fixed_bytes", "fixed_excess_s")
 # Without a measured fixed-cost curve (calibrations older than the probe), a kernel's fixed cost
 # is taken as two loaded DRAM round trips: its first loads and its last stores draining.
 FIXED_ROUND_TRIPS = 2
 # A timed schedule simulates at most this many work items; beyond, waves are counted evenly.
 MAX_SCHEDULED_ITEMS = 200_000
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """The constants of one GPU, from `roofbench calibrate` (or any source that states them)."""
-
-    read_bytes_per_s: float
-    write_bytes_per_s: float
-    copy_bytes_per_s: float
-    matmul_burst_flops: float
-    matmul_sustained_flops: float
-    launch_s: float  # one kernel, graph-replayed (the GPU-side floor)
-    launch_stream_s: float  # one kernel launched from the host, back to back
-    dram_latency_s: float  # one DRAM round trip, the bus nearly idle
-    dram_latency_loaded_s: float  # one round trip with the bus as busy as a streaming kernel's
-    exp2_per_clock_per_sm: float
-    fma_per_clock_per_sm: float
-    writeback_s: float  # the dirty-L2 write-back an events-timed read-only kernel pays
-    sms: int
-    sm_clock_hz: float  # the clock per-clock rates are taken at (the max SM clock)
-    l2_bytes: float
-    # The fixed-cost probe: a streaming kernel of fixed_bytes[i] bytes took fixed_excess_s[i]
-    # beyond launch + bytes at the read roof (empty: not probed; two round trips are used).
-    fixed_bytes: tuple[float, ...] = ()
-    fixed_excess_s: tuple[float, ...] = ()
-    source: str = ""
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name in CURVE_FIELDS:
-                bad = [v for v in value if not (isinstance(v, int | float) and v >= 0)]
-                if bad:
-                    raise ValueError(f"calibration {f.name} must hold numbers >= 0, got {bad[0]!r}")
-            elif f.name != "source" and not (isinstance(value, int | float) and value >= 0):
-                raise ValueError(f"calibration {f.name} must be a number >= 0, got {value!r}")
-        if len(self.fixed_bytes) != len(self.fixed_excess_s):
-            raise ValueError("calibration fixed_bytes and fixed_excess_s differ in length")
-        if list(self.fixed_bytes) != sorted(set(self.fixed_bytes)):
-            raise ValueError("calibration fixed_bytes must be strictly increasing")
-
-    def to_dict(self) -> dict:
-        """A JSON-ready dict: the curve as lists, as JSON reads them back."""
-        out = asdict(self)
-        return out | {name: list(out[name]) for name in CURVE_FIELDS}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Calibration:
-        names = {f.name for f in fields(cls)}
-        missing = names - set(data) - {"source", *CURVE_FIELDS}
-        if missing:
-            raise ValueError(f"calibration lacks {', '.join(sorted(missing))}")
-        given = {k: v for k, v in data.items() if k in names}
-        for name in CURVE_FIELDS:
-            if name in given:
-                if not isinstance(given[name], list | tuple):
-                    raise ValueError(f"calibration {name} must be a list, got {given[name]!r}")
-                given[name] = tuple(given[name])
-        return cls(**given)
 
 
 @dataclass(frozen=True)
@@ -173,17 +117,31 @@ def fixed_s(bytes_moved: float, cal: Calibration) -> float:
 
     A calibration without the probe: FIXED_ROUND_TRIPS loaded DRAM round trips.
     """
-    sizes, excess = cal.fixed_bytes, cal.fixed_excess_s
-    if not sizes:
+    if not cal.fixed_bytes:
         return FIXED_ROUND_TRIPS * cal.dram_latency_loaded_s
-    if bytes_moved <= sizes[0]:
-        return excess[0]
-    if bytes_moved >= sizes[-1]:
-        return excess[-1]
-    i = bisect.bisect_right(sizes, bytes_moved)
-    lo, hi = math.log(sizes[i - 1]), math.log(sizes[i])
-    w = (math.log(bytes_moved) - lo) / (hi - lo)
-    return excess[i - 1] + w * (excess[i] - excess[i - 1])
+    return curve_value(cal.fixed_bytes, cal.fixed_excess_s, bytes_moved)
+
+
+def read_bandwidth(programs: int, cal: Calibration) -> float:
+    """Bytes per second a streaming read spread over `programs` programs (CTAs) reaches: the
+    calibration's concurrency probe (a read kernel of as many programs, each streaming its own
+    range), linear in log(programs) between the probed counts, each program at the rate it had
+    alone below the smallest count, and never above the read roof. A kernel of few programs
+    keeps few loads in flight, and Little's law caps its bandwidth at bytes in flight / DRAM
+    latency; a decode step's kernels of 8-64 programs sit there. The read roof from the
+    largest probed count on (the probe reaches it with a few programs per SM), where the curve
+    was not probed, or where the grid is not known (programs 0).
+    """
+    counts, rates = cal.cta_programs, cal.cta_read_bytes_per_s
+    if not counts or programs <= 0:
+        return cal.read_bytes_per_s
+    if programs < counts[0]:
+        rate = rates[0] * programs / counts[0]
+    elif programs >= counts[-1]:
+        rate = cal.read_bytes_per_s
+    else:
+        rate = curve_value(counts, rates, programs)
+    return min(rate, cal.read_bytes_per_s)
 
 
 def plan_fixed_s(cost: OpCost, plan: LaunchPlan | None, cal: Calibration) -> float:
@@ -312,6 +270,15 @@ def alu_s(scores: float, ops_per_score: float, cal: Calibration) -> float:
     return scores * ops_per_score / (cal.fma_per_clock_per_sm * cal.sm_clock_hz)
 
 
+def concurrency_s(cost: OpCost, plan: LaunchPlan | None, cal: Calibration) -> float:
+    """The read time a plan's main kernel adds for having too few programs to fill the bus:
+    bytes read / read_bandwidth(its programs) - bytes read / read roof (0 without a grid)."""
+    programs = plan.main.programs if plan is not None else 0
+    if programs <= 0 or not cost.bytes_read:
+        return 0.0
+    return cost.bytes_read / read_bandwidth(programs, cal) - cost.bytes_read / cal.read_bytes_per_s
+
+
 # --- the tiers ---------------------------------------------------------------------------------
 
 
@@ -385,17 +352,18 @@ def predict(
     t4 = launch3 + fixed + max(mem3, comp4)
 
     comp5, comp6, split = _compute_tiers(work, plan, rate, cal)
-    t5 = launch3 + fixed + max(mem3, comp5)
-    t6 = launch3 + fixed + max(mem3, comp6)
+    mem5 = mem3 + concurrency_s(cost, plan, cal)
+    t5 = launch3 + fixed + max(mem5, comp5)
+    t6 = launch3 + fixed + max(mem5, comp6)
 
     terms = dict.fromkeys(TERMS, 0.0) | {"launch": launch3, "fixed": fixed}
-    if mem3 >= comp6:
-        terms |= {"memory": mem3 - wb, "writeback": wb}
+    if mem5 >= comp6:
+        terms |= {"memory": mem5 - wb, "writeback": wb}
         bound = "memory"
     else:
         terms |= split
         bound = "compute"
-    if launch3 + fixed > max(mem3, comp6):
+    if launch3 + fixed > max(mem5, comp6):
         bound = "latency"
     tiers = dict(zip(TIERS, (t0, t1, t2, t3, t4, t5, t6), strict=True))
     return Tiered(tiers=tiers, terms=terms, bound=bound, roof_s=max(mem1, comp1))

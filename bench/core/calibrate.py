@@ -12,6 +12,8 @@ NVML saw while it ran:
 - the fixed cost of a kernel: a streaming read kernel from 256 KiB to 64 MiB, graph-replayed
   over rotating buffers as the sweep times short kernels; what each size takes beyond launch +
   bytes at the read roof is the curve `theory.tiers.fixed_s` interpolates;
+- the bandwidth of few programs: a streaming read of 1 .. 1024 programs of 256 KiB each, the
+  curve `theory.tiers.read_bandwidth` interpolates;
 - one loaded DRAM round trip: rounds of loads over all SMs, each depending on the last;
 - exp2 and FP32 FMA throughput per SM per clock (at the SM clock NVML read during the probe);
 - the dirty-L2 write-back: a read-only kernel after the events timer's flush (which leaves L2
@@ -33,6 +35,7 @@ from pathlib import Path
 from roofbench.bench.core.calibrate_probes import (
     Probe,
     probe_chains,
+    probe_concurrency,
     probe_fixed,
     probe_latency,
     probe_launches,
@@ -41,9 +44,10 @@ from roofbench.bench.core.calibrate_probes import (
     probe_writeback,
 )
 from roofbench.bench.core.identity import utc_now, versions
+from roofbench.theory.calibration import CURVE_FIELDS
 from roofbench.theory.tiers import Calibration
 
-VERSION = 2  # 2: the fixed-cost curve
+VERSION = 3  # 2: the fixed-cost curve; 3: the concurrency curve
 MAX_AGE_S = 24 * 3600
 
 
@@ -93,6 +97,7 @@ def calibrate(telemetry=None, console=None) -> dict:
         ("matmul", lambda: probe_matmul(probe, device)),
         ("launches", lambda: probe_launches(probe, device)),
         ("fixed", lambda: probe_fixed(probe, device)),
+        ("concurrency", lambda: probe_concurrency(probe, device)),
         ("latency", lambda: probe_latency(probe, device, props.multi_processor_count)),
         ("chains", lambda: probe_chains(probe, device, props.multi_processor_count, max_clock_hz)),
         ("writeback", lambda: probe_writeback(probe, device, props.L2_cache_size)),
@@ -134,8 +139,8 @@ def calibrate(telemetry=None, console=None) -> dict:
 
 
 # Calibration fields that are not a probe's constant: facts of the device, and the fixed-cost
-# curve (the lists of the kernel_fixed_s probe).
-DEVICE_FIELDS = ("sms", "sm_clock_hz", "l2_bytes", "source", "fixed_bytes", "fixed_excess_s")
+# curves (the lists of the kernel_fixed_s and cta_read_bytes_per_s probes).
+DEVICE_FIELDS = ("sms", "sm_clock_hz", "l2_bytes", "source", *CURVE_FIELDS)
 
 
 def _theory_constants(constants: dict, device: dict) -> dict:
@@ -148,6 +153,8 @@ def _theory_constants(constants: dict, device: dict) -> dict:
         l2_bytes=device["l2_bytes"],
         fixed_bytes=tuple(float(b) for b in constants["kernel_fixed_s"]["bytes"]),
         fixed_excess_s=tuple(constants["kernel_fixed_s"]["excess_s"]),
+        cta_programs=tuple(float(p) for p in constants["cta_read_bytes_per_s"]["programs"]),
+        cta_read_bytes_per_s=tuple(constants["cta_read_bytes_per_s"]["rates"]),
         source=f"roofbench calibrate on {device['name']}",
     )
     return cal.to_dict()

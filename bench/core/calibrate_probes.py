@@ -18,6 +18,11 @@ CHAIN_ITERS = {"exp2": 4096, "fma": 16384}
 # The fixed-cost probe's sizes: 256 KiB (a decode step's smallest kernels) to 64 MiB, by 2x.
 FIXED_PROBE_BYTES = tuple(2**e for e in range(18, 27))
 FIXED_PROBE_BLOCK = 1024  # fp32 elements per program: 4 KiB, so even 256 KiB fills 64 SMs
+# The concurrency probe: 1 .. 1024 programs (a decode step's kernels have 8-64), each streaming
+# its own 256 KiB; the largest count is 256 MiB, the probes' buffer.
+CTA_PROBE_PROGRAMS = tuple(2**e for e in range(11))
+CTA_PROBE_BYTES = 256 * 2**10
+PROBE_BUFFER_BYTES = max(max(FIXED_PROBE_BYTES), max(CTA_PROBE_PROGRAMS) * CTA_PROBE_BYTES) * 4
 
 
 class Probe:
@@ -177,39 +182,44 @@ def probe_launches(probe: Probe, device) -> None:
                  times, win.summary())  # fmt: skip
 
 
-def probe_fixed(probe: Probe, device) -> None:
-    """Per size: graph-replayed read_sum over rotating views of one buffer (as many as the
-    sweep's graph timer rotates, so small sizes see the L2 the sweep's small cases see), the
-    median time less launch and bytes at the read roof."""
+def _graph_read_s(buf, nbytes: int, programs: int, iters: int) -> list[float]:
+    """Times of read_sum over `nbytes` of `buf` in `programs` programs of `iters` blocks of
+    FIXED_PROBE_BLOCK fp32 each, graph-replayed over rotating views of `buf` (as many as the
+    sweep's graph timer rotates, so small sizes see the L2 the sweep's small cases see)."""
     import torch
 
     from roofbench.bench.core import probes
     from roofbench.bench.core.timing import time_gpu
 
+    n = nbytes // 4
+    slots = buf.numel() // n
+    part = torch.empty(programs, dtype=torch.float32, device=buf.device)
+
+    def make_args(i):
+        return (buf[(i % slots) * n : (i % slots + 1) * n], part)
+
+    def read(x, part):
+        probes.read_sum[(programs,)](x, part, BLOCK=FIXED_PROBE_BLOCK, ITERS=iters, num_warps=4)
+
+    stats = time_gpu(read, make_args=make_args, method="graph", rule=StopRule(max_time_s=0.2))
+    return stats.times_s
+
+
+def probe_fixed(probe: Probe, device) -> None:
+    """Per size: graph-replayed read_sum of one block per program, the median time less
+    launch and bytes at the read roof."""
+    import torch
+
     read_roof = probe.constants["read_bytes_per_s"]["value"]
     launch_s = probe.constants["launch_s"]["value"]
-    big = max(FIXED_PROBE_BYTES) * 4
-    buf = torch.rand(big // 4, dtype=torch.float32, device=device)
+    buf = torch.rand(PROBE_BUFFER_BYTES // 4, dtype=torch.float32, device=device)
     excess, medians, all_times = [], [], []
     with probe.tel.window() as win:
         for nbytes in FIXED_PROBE_BYTES:
-            n = nbytes // 4
-            programs = n // FIXED_PROBE_BLOCK
-            part = torch.empty(programs, dtype=torch.float32, device=device)
-            slots = big // nbytes
-
-            def make_args(i, n=n, part=part, slots=slots):
-                return (buf[(i % slots) * n : (i % slots + 1) * n], part)
-
-            def read(x, part, programs=programs):
-                probes.read_sum[(programs,)](x, part, BLOCK=FIXED_PROBE_BLOCK, ITERS=1, num_warps=4)
-
-            stats = time_gpu(
-                read, make_args=make_args, method="graph", rule=StopRule(max_time_s=0.2)
-            )
-            median_s = percentile(stats.times_s, 50)
+            times = _graph_read_s(buf, nbytes, nbytes // (4 * FIXED_PROBE_BLOCK), 1)
+            median_s = percentile(times, 50)
             medians.append(median_s)
-            all_times.extend(stats.times_s)
+            all_times.extend(times)
             excess.append(max(0.0, median_s - launch_s - nbytes / read_roof))
     sizes = ", ".join(
         f"{b // 1024} KiB {e * 1e6:.2f}" for b, e in zip(FIXED_PROBE_BYTES, excess, strict=True)
@@ -224,6 +234,44 @@ def probe_fixed(probe: Probe, device) -> None:
         win.summary(),
         bytes=list(FIXED_PROBE_BYTES),
         excess_s=excess,
+        median_s=medians,
+    )
+
+
+def probe_concurrency(probe: Probe, device) -> None:
+    """Per program count P: read_sum of P programs, each streaming CTA_PROBE_BYTES of its own in
+    4 KiB blocks, graph-replayed; the rate is the bytes over the median time less launch and
+    the fixed cost the fixed-cost probe measured at that size."""
+    import torch
+
+    from roofbench.theory.calibration import curve_value
+
+    launch_s = probe.constants["launch_s"]["value"]
+    fixed = probe.constants["kernel_fixed_s"]
+    buf = torch.rand(PROBE_BUFFER_BYTES // 4, dtype=torch.float32, device=device)
+    iters = CTA_PROBE_BYTES // (4 * FIXED_PROBE_BLOCK)
+    rates, medians, all_times = [], [], []
+    with probe.tel.window() as win:
+        for programs in CTA_PROBE_PROGRAMS:
+            nbytes = programs * CTA_PROBE_BYTES
+            times = _graph_read_s(buf, nbytes, programs, iters)
+            median_s = percentile(times, 50)
+            fixed_s = curve_value(tuple(fixed["bytes"]), tuple(fixed["excess_s"]), nbytes)
+            medians.append(median_s)
+            all_times.extend(times)
+            rates.append(nbytes / max(median_s - launch_s - fixed_s, 1e-9))
+    listed = ", ".join(f"{p} {r / 1e9:.0f}" for p, r in zip(CTA_PROBE_PROGRAMS, rates, strict=True))
+    probe.record(
+        "cta_read_bytes_per_s",
+        rates[0],
+        "B/s",
+        f"read_sum of P programs streaming {CTA_PROBE_BYTES // 1024} KiB each in 4 KiB blocks, "
+        f"graph-replayed, bytes / (median - launch - fixed cost); value: one program; "
+        f"GB/s by P: {listed}",
+        all_times,
+        win.summary(),
+        programs=list(CTA_PROBE_PROGRAMS),
+        rates=rates,
         median_s=medians,
     )
 

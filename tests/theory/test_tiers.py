@@ -116,6 +116,35 @@ def test_a_broken_fixed_curve_is_refused(changes, message):
         dataclasses.replace(CAL, **changes)
 
 
+CTA = dataclasses.replace(
+    CAL, cta_programs=(8.0, 64.0, 512.0), cta_read_bytes_per_s=(0.4e12, 2.0e12, 4.4e12)
+)
+
+
+@pytest.mark.parametrize(
+    "programs,expected",
+    [(0, 4.5e12), (1, 0.05e12), (4, 0.2e12), (8, 0.4e12), (16, 0.4e12 + 1.6e12 / 3),
+     (64, 2.0e12), (256, 2.0e12 + 2.4e12 * 2 / 3), (512, 4.5e12), (10_000, 4.5e12)],
+)  # fmt: skip
+def test_the_bandwidth_of_few_programs_follows_the_probed_curve(programs, expected):
+    # Below 8 programs each streams at its lone rate (50 GB/s); 16 is a third of the way from 8
+    # to 64 in log2; from the largest count on, the read roof.
+    assert tiers.read_bandwidth(programs, CTA) == pytest.approx(expected)
+    assert tiers.read_bandwidth(programs, CAL) == CAL.read_bytes_per_s  # not probed
+
+
+def test_a_grid_of_few_programs_reads_slower_at_t5_only():
+    work = Work(OpCost(flops=0, bytes_=8e6, bytes_written=0.0))
+    few = plan(KernelLaunch("gemv", grid=(8, 1)))
+    extra = 8e6 / 0.4e12 - 8e6 / 4.5e12
+    assert tiers.concurrency_s(work.cost, few, CTA) == pytest.approx(extra)
+    assert tiers.concurrency_s(work.cost, plan(KernelLaunch("gemv")), CTA) == 0.0  # no grid
+    slow, plain = (tiers.predict(work, cal, DATASHEET, "graph", few) for cal in (CTA, CAL))
+    assert slow.tiers["T4"] == pytest.approx(plain.tiers["T4"])
+    assert slow.tiers["T5"] - plain.tiers["T5"] == pytest.approx(extra)
+    assert slow.terms["memory"] == pytest.approx(plain.terms["memory"] + extra)
+
+
 def test_the_fixed_curve_survives_a_json_round_trip():
     back = tiers.Calibration.from_dict(json.loads(json.dumps(CURVE.to_dict())))
     assert back == CURVE

@@ -70,11 +70,13 @@ def test_theory_constants_take_each_probe_value_and_the_device_facts():
     constants = {name: {"value": float(i + 1), "unit": "x", "method": "m"}
                  for i, name in enumerate(names)}  # fmt: skip
     constants["kernel_fixed_s"] = {"value": 2e-6, "bytes": [2**18, 2**19], "excess_s": [1e-6, 3e-6]}
+    constants["cta_read_bytes_per_s"] = {"value": 1e10, "programs": [1, 2], "rates": [1e10, 2e10]}
     device = DEVICE | {"name": "H200", "sms": 132, "l2_bytes": 60 * 2**20}
     out = cal_mod._theory_constants(constants, device)
     for i, name in enumerate(names):
         assert out[name] == i + 1
     assert out["fixed_bytes"] == [2.0**18, 2.0**19] and out["fixed_excess_s"] == [1e-6, 3e-6]
+    assert out["cta_programs"] == [1.0, 2.0] and out["cta_read_bytes_per_s"] == [1e10, 2e10]
     assert out["sms"] == 132 and out["l2_bytes"] == 60 * 2**20
     assert out["sm_clock_hz"] == pytest.approx(1980e6)
     assert "H200" in out["source"]
