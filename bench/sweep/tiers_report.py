@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 
 from roofbench.bench.core.records import Record
 from roofbench.bench.core.text import fmt, markdown_table, median, pct, quantile
+from roofbench.theory.plan import LaunchPlan
 from roofbench.theory.tiers import TERMS, TIERS
 
 WORST_LISTED = 12
@@ -116,12 +117,28 @@ def violations_section(records: Sequence[Record]) -> list[str]:
     return lines
 
 
-def missing_term(record: Record) -> str:
-    """The term a row most likely lacks, from where its time went and the residual's sign."""
+def main_programs(record: Record) -> int:
+    """Programs of the main kernel of the record's plan (0 when no grid was declared)."""
+    try:
+        plan = LaunchPlan.parse(record.plan or "")
+    except (ValueError, TypeError):
+        return 0
+    return plan.main.programs if plan is not None else 0
+
+
+def missing_term(record: Record, sms: int = 0) -> str:
+    """The term a row most likely lacks, from where its time went, the residual's sign and the
+    grid of its plan against the GPU's `sms`."""
     if record.residual_s is not None and record.residual_s < 0:
         terms = {t: getattr(record, f"time_{t}_s") or 0.0 for t in TERMS}
         largest = max(terms, key=terms.__getitem__)
         return f"over-predicted: the {largest} term charges more than the kernel pays"
+    programs = main_programs(record)
+    if record.bound != "compute" and 0 < programs < sms and record.residual_s is not None:
+        return (
+            f"{record.residual_s * 1e6:.1f} us more: its main kernel runs {programs} programs on "
+            f"{sms} SMs (the bandwidth of few programs)"
+        )
     if record.measured_s < SHORT_KERNEL_S and record.residual_s is not None:
         return (
             f"fixed cost: {record.residual_s * 1e6:.1f} us more than the launches and the "
@@ -136,7 +153,7 @@ def missing_term(record: Record) -> str:
     return "memory: more traffic than compulsory, or below the read/write roofs"
 
 
-def worst_section(records: Sequence[Record]) -> list[str]:
+def worst_section(records: Sequence[Record], sms: int = 0) -> list[str]:
     lines = ["## Rows the model misses most (top tier)", ""]
     rows_in = sorted(tiered(records), key=lambda r: abs(r.error or 0), reverse=True)
     if not rows_in:
@@ -149,7 +166,7 @@ def worst_section(records: Sequence[Record]) -> list[str]:
             fmt(r.predicted_s, ".3g", 1e6),
             f"{r.error:+.1%}",
             r.bound or "",
-            missing_term(r),
+            missing_term(r, sms),
         ]
         for r in rows_in[:WORST_LISTED]
     ]
@@ -162,7 +179,9 @@ def sections(records: Sequence[Record], calibration_doc: dict | None) -> list[li
         calibration_section(calibration_doc),
         tier_table(records),
         violations_section(records),
-        worst_section(records),
+        worst_section(
+            records, int(((calibration_doc or {}).get("calibration") or {}).get("sms", 0))
+        ),
     ]
 
 

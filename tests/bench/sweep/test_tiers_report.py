@@ -139,3 +139,15 @@ def test_calibration_section_lists_each_constant_in_readable_units():
     assert "H200 (driver 570.1" in "\n".join(lines)
     assert lines[-1] == "- probe `chains` failed: RuntimeError: boom"
     assert "No calibration" in calibration_section(None)[-1]
+
+
+def test_a_kernel_of_few_programs_is_named_for_its_grid():
+    few = rec("decode/a", "decode_attention", "sdpa_cudnn", 10, 2, MEM | {"memory": 1})
+    few = Record(**{**few.__dict__, "plan": "1 kernel: cudnn_decode grid 1x8x1"})
+    rows = table_rows(worst_section([few], sms=132))
+    assert (
+        rows[0][6]
+        == "4.0 us more: its main kernel runs 8 programs on 132 SMs (the bandwidth of few programs)"
+    )
+    # Without the GPU's SM count (an uncalibrated run), the short-kernel reading stays.
+    assert table_rows(worst_section([few]))[0][6].startswith("fixed cost: 4.0 us")
