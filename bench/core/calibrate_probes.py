@@ -213,13 +213,14 @@ def probe_fixed(probe: Probe, device) -> None:
     read_roof = probe.constants["read_bytes_per_s"]["value"]
     launch_s = probe.constants["launch_s"]["value"]
     buf = torch.rand(PROBE_BUFFER_BYTES // 4, dtype=torch.float32, device=device)
-    excess, medians, all_times = [], [], []
+    excess, medians, spreads, samples = [], [], [], 0
     with probe.tel.window() as win:
         for nbytes in FIXED_PROBE_BYTES:
             times = _graph_read_s(buf, nbytes, nbytes // (4 * FIXED_PROBE_BLOCK), 1)
             median_s = percentile(times, 50)
             medians.append(median_s)
-            all_times.extend(times)
+            spreads.append(relative_spread(times))
+            samples += len(times)
             excess.append(max(0.0, median_s - launch_s - nbytes / read_roof))
     sizes = ", ".join(
         f"{b // 1024} KiB {e * 1e6:.2f}" for b, e in zip(FIXED_PROBE_BYTES, excess, strict=True)
@@ -230,11 +231,13 @@ def probe_fixed(probe: Probe, device) -> None:
         "s",
         f"read_sum (4 KiB per program) over 256 KiB..64 MiB, graph-replayed over rotating views, "
         f"median less launch and bytes at the read roof; us by size: {sizes}",
-        all_times,
+        (),
         win.summary(),
         bytes=list(FIXED_PROBE_BYTES),
         excess_s=excess,
         median_s=medians,
+        samples=samples,
+        spread=max(spreads),  # the widest of the sizes' p20..p80 spreads
     )
 
 
@@ -250,7 +253,7 @@ def probe_concurrency(probe: Probe, device) -> None:
     fixed = probe.constants["kernel_fixed_s"]
     buf = torch.rand(PROBE_BUFFER_BYTES // 4, dtype=torch.float32, device=device)
     iters = CTA_PROBE_BYTES // (4 * FIXED_PROBE_BLOCK)
-    rates, medians, all_times = [], [], []
+    rates, medians, spreads, samples = [], [], [], 0
     with probe.tel.window() as win:
         for programs in CTA_PROBE_PROGRAMS:
             nbytes = programs * CTA_PROBE_BYTES
@@ -258,7 +261,8 @@ def probe_concurrency(probe: Probe, device) -> None:
             median_s = percentile(times, 50)
             fixed_s = curve_value(tuple(fixed["bytes"]), tuple(fixed["excess_s"]), nbytes)
             medians.append(median_s)
-            all_times.extend(times)
+            spreads.append(relative_spread(times))
+            samples += len(times)
             rates.append(nbytes / max(median_s - launch_s - fixed_s, 1e-9))
     listed = ", ".join(f"{p} {r / 1e9:.0f}" for p, r in zip(CTA_PROBE_PROGRAMS, rates, strict=True))
     probe.record(
@@ -268,11 +272,13 @@ def probe_concurrency(probe: Probe, device) -> None:
         f"read_sum of P programs streaming {CTA_PROBE_BYTES // 1024} KiB each in 4 KiB blocks, "
         f"graph-replayed, bytes / (median - launch - fixed cost); value: one program; "
         f"GB/s by P: {listed}",
-        all_times,
+        (),
         win.summary(),
         programs=list(CTA_PROBE_PROGRAMS),
         rates=rates,
         median_s=medians,
+        samples=samples,
+        spread=max(spreads),  # the widest of the counts' p20..p80 spreads
     )
 
 
