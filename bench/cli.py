@@ -203,6 +203,13 @@ def _add_model(sub) -> None:
     )
     p.add_argument("--time-cap", type=positive_float, default=1.0, metavar="S")
     p.add_argument("--no-gpm", action="store_true", help="skip the GPM windows")
+    p.add_argument(
+        "--calibration",
+        metavar="FILE",
+        help="calibration of this GPU for the kernel-by-kernel tier (default: the cached one, "
+        "else calibrate first); --no-calibration: none",
+    )
+    p.add_argument("--no-calibration", action="store_true", help="no kernel-by-kernel tier")
 
 
 def _add_report(sub) -> None:
@@ -319,6 +326,7 @@ def _model(args, console: Console) -> int:
         console=console,
         time_cap_s=args.time_cap,
         gpm=not args.no_gpm,
+        calibration=False if args.no_calibration else args.calibration,
     )
     print(folder)
     return 0

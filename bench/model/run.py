@@ -114,6 +114,7 @@ def run_model(
     *,
     time_cap_s: float = 1.0,
     gpm: bool = True,
+    calibration: str | bool | None = None,
 ) -> Path:
     """Measure (or, without a GPU, predict) `model_name` over sweep `sweep`; returns the folder.
 
@@ -121,6 +122,8 @@ def run_model(
     depth to measure (default: the model's, or as many layers as fit in half the memory free).
     `time_budget_s`: wall time after which the remaining points are written as skipped.
     `time_cap_s`: most seconds of sampling per point. `gpm`: GPM windows for short calls.
+    `calibration`: a calibration file for the kernel-by-kernel tier, None (this GPU's cached
+    one, or calibrate now) or False (none).
     """
     import torch
     from rich.console import Console
@@ -205,7 +208,10 @@ def run_model(
     else:
         deadline = None if time_budget_s is None else began + time_budget_s
         try:
-            _measure(folder, meta, tasks, specs, identity, deadline, console, time_cap_s, gpm)
+            _measure(
+                folder, meta, tasks, specs, identity, deadline, console, time_cap_s, gpm,
+                calibration,
+            )  # fmt: skip
         except BaseException:
             # Interrupted or broken beyond one point: report what was written, then re-raise.
             meta["interrupted"] = True
@@ -248,7 +254,9 @@ def _cuda_device():
     return torch.device("cuda", torch.cuda.current_device())
 
 
-def _measure(folder, meta, tasks, specs, identity, deadline, console, time_cap_s, gpm) -> None:
+def _measure(
+    folder, meta, tasks, specs, identity, deadline, console, time_cap_s, gpm, calibration=None
+) -> None:
     """Ceilings, then every task, each record flushed as it is made."""
     import torch
 
@@ -276,6 +284,12 @@ def _measure(folder, meta, tasks, specs, identity, deadline, console, time_cap_s
         measured_roof=roof_dict(roof),
         ceilings=ceilings_dict(ceilings),
     )
+    if calibration is not False:
+        from roofbench.bench.core.calibrate import load_or_calibrate
+        from roofbench.theory.tiers import MODEL_VERSION
+
+        meta["calibration"] = load_or_calibrate(calibration or None, telemetry, console)
+        meta["tiers_model"] = MODEL_VERSION
     write_meta(folder, meta)
     console.print(roof.source)
     rule = StopRule(min_samples=MIN_SAMPLES, max_samples=200, max_time_s=time_cap_s)

@@ -5,6 +5,7 @@ import dataclasses
 import io
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -378,6 +379,12 @@ def test_measuring_path_end_to_end_with_fakes(tmp_path, monkeypatch):
     monkeypatch.setattr(ceilings, "measure_ceilings", lambda **kwargs: fake)
     real_need = pts.need_bytes
     monkeypatch.setattr(mm, "need_bytes", lambda c, p: 10**13 if p.seq == 32 else real_need(c, p))
+    # The calibration a real run measures first: the tests' made-up one.
+    made_up = Path(__file__).resolve().parents[2] / "data" / "made_up_calibration.json"
+    doc = {"calibration": json.loads(made_up.read_text())}
+    monkeypatch.setattr(
+        "roofbench.bench.core.calibrate.load_or_calibrate", lambda path, tel, console: doc
+    )
 
     path = tmp_path / "tiny" / "config.json"
     folder = bm.run_model(str(path), None, "tiny", tmp_path / "out", backends=("torch",),
@@ -397,5 +404,7 @@ def test_measuring_path_end_to_end_with_fakes(tmp_path, monkeypatch):
             assert r.method == ("graph" if graph else "events")
     meta = json.loads((folder / "run.json").read_text())
     assert meta["measured_roof"]["peak_flops"] == 700e12 and meta["gate"]
+    assert meta["calibration"] == doc and meta["tiers_model"] >= 2
     summary = (folder / pts.SUMMARY_MD).read_text()
     assert "## Correctness gate" in summary and "Fake GPU" in summary
+    assert "## Kernel by kernel" in summary  # the run carries a calibration
