@@ -21,7 +21,17 @@ from roofbench.theory.roofline import Roof
 
 BUILT_IN_IMPLS = set(impl_names())
 RESULTS = Path(__file__).resolve().parents[2] / "results"
-RUNS = sorted(p.parent for p in RESULTS.glob("*/*/records.csv"))
+
+
+def _kind(folder: Path) -> str:
+    """A run folder's kind: its run.json's `kind` (comm, tp), else a kernel sweep."""
+    return json.loads((folder / "run.json").read_text()).get("kind") or "kernels"
+
+
+ALL_RUNS = sorted(p.parent for p in RESULTS.glob("*/*/records.csv"))
+RUNS = [f for f in ALL_RUNS if _kind(f) == "kernels"]
+# Collective and tensor-parallel runs (roofbench comm / tp): no roofline, records of their own.
+MULTI_GPU_RUNS = [f for f in ALL_RUNS if _kind(f) in ("comm", "tp")]
 BASELINES = sorted(RESULTS.glob("*/baseline.csv"))
 BENCH_JSON = sorted(RESULTS.glob("*/*/pytest-benchmark*.json"))
 
@@ -30,6 +40,24 @@ def test_there_are_committed_runs_and_baselines():
     assert RUNS, "no run folder under results/"
     assert BASELINES, "no results/<gpu>/baseline.csv"
     assert BENCH_JSON, "no pytest-benchmark JSON under results/"
+
+
+def test_every_run_folder_is_of_a_known_kind():
+    assert not [f for f in ALL_RUNS if _kind(f) not in ("kernels", "comm", "tp")]
+
+
+@pytest.mark.parametrize(
+    "folder", MULTI_GPU_RUNS, ids=[str(p.relative_to(RESULTS)) for p in MULTI_GPU_RUNS]
+)
+def test_a_comm_or_tp_run_is_measured_and_self_describing(folder):
+    meta = json.loads((folder / "run.json").read_text())
+    for key in ("gpu", "torch", "commit", "started"):
+        assert meta.get(key), f"run.json lacks {key}"
+    records = read_records(folder / "records.csv")
+    measured = [r for r in records if r.status == "ok"]
+    assert measured and not [r for r in records if r.status == "failed"]
+    for r in measured:
+        assert r.measured_s > 0 and r.gpus and r.gpus >= 1 and r.gpu == meta["gpu"]
 
 
 @pytest.mark.parametrize("folder", RUNS, ids=[str(p.relative_to(RESULTS)) for p in RUNS])
