@@ -11,6 +11,7 @@ skipped with the reason, not failed.
 from __future__ import annotations
 
 import functools
+import re
 import warnings
 from collections.abc import Callable
 
@@ -61,11 +62,24 @@ def unavailable(backend: str) -> str | None:
     return None
 
 
+# Where in torch's source a warning came from, and that the backends we did not allow are off:
+# neither says why the allowed backend refused.
+_TRIGGERED = re.compile(r"\s*\(Triggered internally at [^)]*\)\.?")
+_GENERIC = ("not used because", "has been runtime disabled")
+
+
+def _first_sentence(text: str) -> str:
+    line = _TRIGGERED.sub("", text.splitlines()[0]).strip()
+    end = line.find(". ")
+    return line[: end + 1] if end >= 0 else line
+
+
 def _reason(warned: list[warnings.WarningMessage]) -> str:
+    """Why torch refused, from its warnings: the first sentence of the specific ones (the rule
+    that failed), without the source location and without the generic lines."""
     texts = [str(w.message).strip() for w in warned if str(w.message).strip()]
-    # torch warns the rule that failed first, then a generic line; the specific one says why.
-    specific = [t for t in texts if "not used because" not in t] or texts
-    return "; ".join(t.splitlines()[0] for t in specific[:2])
+    specific = [t for t in texts if not any(g in t for g in _GENERIC)] or texts
+    return "; ".join(dict.fromkeys(_first_sentence(t) for t in specific[:2]))
 
 
 def forced(backend: str, fn: Callable) -> Callable:
