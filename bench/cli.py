@@ -335,6 +335,8 @@ def _model(args, console: Console) -> int:
 def _report(args, console: Console) -> int:
     from roofbench.bench.comm.report import is_comm_run
     from roofbench.bench.comm.report import write_report as write_comm_report
+    from roofbench.bench.comm.tp_report import is_tp_run
+    from roofbench.bench.comm.tp_report import write_report as write_tp_report
     from roofbench.bench.model.report import write_report
     from roofbench.bench.model.run import RECORDS_CSV
     from roofbench.bench.sweep.run import write_reports
@@ -346,6 +348,8 @@ def _report(args, console: Console) -> int:
         return _retier(folder, args.calibration)
     if is_comm_run(folder):
         write_comm_report(folder)
+    elif is_tp_run(folder):
+        write_tp_report(folder)
     elif (folder / "records.csv").exists():
         write_reports(folder)
     elif (folder / RECORDS_CSV).exists():

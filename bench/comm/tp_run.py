@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from roofbench.bench.comm import tp_points
+from roofbench.bench.comm import tp_points, tp_report
 from roofbench.bench.comm.cases import keep_multicast_off
 from roofbench.bench.comm.records import _telemetry_fields
 from roofbench.bench.comm.run import World, _agree_max, _gpu, _share, _telemetry, calibrate, start
@@ -292,6 +292,10 @@ def _run(world: World, args, console) -> Path | None:
             meta["wall_time_s"] = time.perf_counter() - began
             meta["finished"] = utc_now()
             write_meta(folder, meta)
+            try:  # the records are written: a report that fails loses nothing
+                tp_report.write_report(folder)
+            except Exception as err:  # noqa: BLE001 - said, not raised over the run's outcome
+                console.print(f"[yellow]no summary: {type(err).__name__}: {err}[/]")
     return folder if world.leader else None
 
 

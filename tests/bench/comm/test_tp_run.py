@@ -127,3 +127,34 @@ def test_bad_arguments_are_one_line_and_exit_2(args, message, capsys):
     assert main(["tp", *args]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and message in err
+
+
+def test_the_run_writes_a_summary_that_report_rebuilds(cpu_run):
+    from roofbench.bench.cli import main
+    from roofbench.bench.comm import tp_report
+
+    folder, _ = cpu_run
+    written = (folder / "summary.md").read_text()
+    assert "# roofbench tp summary" in written and "TP 2" in written
+    rows = [line for line in written.splitlines() if line.startswith("| `tiny-tp2/")]
+    assert len(rows) == 3  # the three timed points; on a CPU nothing is predicted
+    assert all("| — |" in row for row in rows)
+    (folder / "summary.md").unlink()
+    assert tp_report.is_tp_run(folder) and main(["report", str(folder)]) == 0
+    assert (folder / "summary.md").read_text() == written
+
+
+def test_the_accuracy_table_gives_median_and_p90_per_phase():
+    from roofbench.bench.comm import tp_report
+    from roofbench.bench.core.records import Record
+
+    def rec(op, measured, predicted):
+        return Record(case=f"m/{op}", op=op, impl="torch", dtype="bf16", status="ok",
+                      measured_s=measured, predicted_s=predicted, error=measured / predicted - 1,
+                      batch=1, seq=512, gpus=2)  # fmt: skip
+
+    rows = [rec("tbt", 1.1, 1.0), rec("tbt", 0.8, 1.0), rec("tbt", 1.0, 1.0), rec("ttft", 3, 2)]
+    lines = tp_report.accuracy_lines(rows)
+    tbt = next(line for line in lines if line.startswith("| tbt"))
+    assert [c.strip() for c in tbt.strip("|").split("|")] == ["tbt", "3", "10.0%", "18.0%"]
+    assert any(line.startswith("| ttft | 1 | 50.0% |") for line in lines)
