@@ -25,7 +25,8 @@ engines fuse it (`kernels.fused`): each residual add with the RMSNorm after it, 
 with the K and V writes to the cache (the rotary tables read at each row's position, no gathered
 copy), SiLU(gate) x up in one kernel. A decode step then launches, per layer, two norms, the
 four projections, one rotary/append, attention and one activation, against 18 (plus attention's)
-on the others. The residual stream is updated in place.
+on the others. The residual stream is updated in place. "compile" is "torch" with its phases
+compiled by torch.compile (`kernels.llama_compiled`).
 
 Rotary embeddings use the config's rope_theta (Llama 3's 500000 by default) and rotate-half
 pairing (dimension i with i + D/2, the Hugging Face layout), RMSNorm its rms_norm_eps; long-context
@@ -54,7 +55,7 @@ import torch.nn.functional as F
 from roofbench.theory.llm import ModelConfig
 from roofbench.theory.ops import dtype_bytes
 
-from . import catalog, fused
+from . import catalog, fused, llama_compiled
 from .gemv import TOKENS_PER_DOT
 from .llama_weights import LayerWeights, Weights, random_weights
 
@@ -63,7 +64,8 @@ RMS_EPS = ModelConfig.rms_norm_eps  # Llama 3's rms_norm_eps, the default
 GEMV_MAX_M = TOKENS_PER_DOT  # the GEMV op serves 1..16 token rows; above, the GEMM
 PRESETS = ("triton", "torch")  # one implementation for every op; a model run's default
 FUSED = "fused"  # "triton" for every op, and the decoder's element-wise work fused
-BACKENDS = (*PRESETS, FUSED)
+COMPILE = llama_compiled.COMPILE  # "torch" for every op, its phases compiled by torch.compile
+BACKENDS = (*PRESETS, FUSED, COMPILE)
 MODEL_OPS = ("gemm", "gemv", "prefill_attention", "decode_attention")
 
 
@@ -75,7 +77,7 @@ def resolve_backend(backend: str | Mapping[str, str]) -> dict[str, str]:
             raise ValueError(
                 f"backend must be one of {BACKENDS} or op=impl choices, got {backend!r}"
             )
-        names = dict.fromkeys(MODEL_OPS, "triton" if backend == FUSED else backend)
+        names = dict.fromkeys(MODEL_OPS, {FUSED: "triton", COMPILE: "torch"}.get(backend, backend))
     else:
         wrong = [op for op in backend if op not in MODEL_OPS]
         if wrong:
@@ -244,6 +246,7 @@ class Llama:
         self._fn = {op: catalog.get_impl(op, name).fn for op, name in names.items()}
         # The fused backend's element-wise kernels, by name (none on the other backends).
         self._fused = dict(fused.KERNELS) if self.backend == FUSED else {}
+        self._compiled = llama_compiled.Phases(self) if self.backend == COMPILE else None
         self.cache: KVCache | None = None
         self._rope: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -323,8 +326,8 @@ class Llama:
             raise ValueError(f"decode_step needs a cache for {batch} sequences: call prefill first")
         if tuple(context_lens.shape) != (batch,) or context_lens.dtype != torch.int32:
             raise ValueError("context_lens must be an int32 tensor [B]")
-        if self._fused:
-            return fused.decode_step(self, tokens, context_lens)
+        if self._fused or self._compiled:  # kernels.fused's step, or torch.compile's
+            return (self._compiled or fused).decode_step(self, tokens, context_lens)
         cfg, w = self.config, self.weights
         eps = cfg.rms_norm_eps
         cache.positions.copy_(context_lens)
@@ -358,8 +361,8 @@ class Llama:
 
     def _forward(self, tokens, cache: KVCache | None, cos, sin) -> torch.Tensor:
         """All N positions of each sequence at once (causal), caching K and V if `cache`."""
-        if self._fused:
-            return fused.forward(self, tokens, cache, cos, sin)
+        if self._fused or self._compiled:
+            return (self._compiled or fused).forward(self, tokens, cache, cos, sin)
         batch, n = tokens.shape
         cfg, w = self.config, self.weights
         eps = cfg.rms_norm_eps
