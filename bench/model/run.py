@@ -1,7 +1,9 @@
 """`roofbench model`: a whole Llama-shaped decoder measured on this GPU and held against theory.
 
 The decoder is `kernels.llama.Llama` (random bf16 weights) on each backend: a preset ("triton":
-this project's kernels; "torch": F.linear and SDPA) or per-op choices of registered
+this project's kernels; "torch": F.linear and SDPA; "fused": ours with the element-wise work
+fused; "compile": torch's compiled by torch.compile, `kernels.llama_compiled`, side by side with
+`--impls torch,compile,triton`) or per-op choices of registered
 implementations (`decode_attention=mine,gemm=triton`). Every measurement is one `Record` in
 `model_records.csv`, written as soon as it is made, with its prediction from `theory.llm` on the
 run's measured roof (`bench.core.ceilings`, measured once per run) and on the datasheet roof:
@@ -70,7 +72,7 @@ from roofbench.theory import llm
 from roofbench.theory.llm import ModelConfig
 from roofbench.theory.roofline import Roof
 
-BACKENDS = PRESETS
+BACKENDS = PRESETS  # the default; parse_impls also takes "fused" and "compile" (COMPILE)
 
 
 def parse_impls(text: str) -> tuple[str | dict[str, str], ...]:

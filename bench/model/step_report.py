@@ -19,7 +19,7 @@ from roofbench.bench.core.text import NONE, fmt, markdown_table, median, quantil
 from roofbench.bench.model.index import configs_of, measured_s, model_of
 from roofbench.bench.model.points import DTYPE, RECORDS_CSV, slug
 from roofbench.kernels.llama import parse_backend
-from roofbench.kernels.llama_plan import step_kernels
+from roofbench.kernels.llama_plan import NotDeclared, step_kernels
 from roofbench.theory.roofline import Roof
 from roofbench.theory.step import BREAKDOWN, StepPrediction, predict_step
 from roofbench.theory.tiers import Calibration
@@ -41,11 +41,13 @@ LABELS = {
 @dataclass(frozen=True)
 class StepPoint:
     """One measured point with its kernel-by-kernel prediction (None, with the reason, where
-    the decoder's kernels cannot be declared: an implementation this process has not loaded)."""
+    the decoder's kernels cannot be declared: an implementation this process has not loaded, or
+    a backend whose kernels are generated, `declared` False: torch.compile's)."""
 
     record: Record
     prediction: StepPrediction | None
     reason: str = ""
+    declared: bool = True
 
     @property
     def measured_s(self) -> float | None:
@@ -68,7 +70,7 @@ def step_points(records: Sequence[Record], meta: dict, cal: Calibration) -> list
     """Every TTFT, TBT and naive-step record of the run with its step prediction."""
     configs = {slug(c.name): c for c in configs_of(meta).values()}
     datasheet = Roof(**meta["datasheet_roof"])
-    done: dict[tuple, tuple[StepPrediction | None, str]] = {}
+    done: dict[tuple, tuple] = {}
     points = []
     for r in records:
         config = configs.get(model_of(r))
@@ -81,6 +83,8 @@ def step_points(records: Sequence[Record], meta: dict, cal: Calibration) -> list
                     config, parse_backend(r.impl), PHASE_OF_OP[r.op], r.batch, r.seq, DTYPE
                 )
                 done[key] = (predict_step(kernels, cal, datasheet), "")
+            except NotDeclared as err:
+                done[key] = (None, str(err), False)
             except (ValueError, KeyError) as err:
                 done[key] = (None, str(err.args[0]) if err.args else str(err))
         points.append(StepPoint(r, *done[key]))
@@ -137,6 +141,32 @@ def _breakdown_table(points: Sequence[StepPoint], op: str) -> list[str]:
     return [f"### {TITLES[op]}: the predicted breakdown", "", *markdown_table(headers, rows), ""]
 
 
+def _undeclared_table(points: Sequence[StepPoint]) -> list[str]:
+    """The measured points of backends whose step is not declared: the measured time beside the
+    phase roofline's prediction and error, and no kernel-by-kernel figure."""
+    chosen = [p for p in points if not p.declared and p.measured_s]
+    if not chosen:
+        return []
+    headers = ["model", "backend", "phase", "batch", "tokens or context", "measured ms"]
+    headers += ["phase roofline ms", "phase roofline error", "kernels"]
+    key = lambda p: (model_of(p.record), p.record.impl, p.record.op, p.record.batch, p.record.seq)  # noqa: E731
+    rows = [
+        [model_of(p.record), p.record.impl, p.record.op, str(p.record.batch), str(p.record.seq)]
+        + [_ms(p.measured_s), _ms(p.record.predicted_s), _signed(p.roofline_error)]
+        + ["not declared"]
+        for p in sorted(chosen, key=key)
+    ]
+    reasons = "; ".join(sorted({p.reason for p in chosen}))
+    return [
+        "### Not declared: measured against the phase roofline only",
+        "",
+        f"No kernel-by-kernel prediction: {reasons}.",
+        "",
+        *markdown_table(headers, rows),
+        "",
+    ]
+
+
 def step_section(records: Sequence[Record], meta: dict, cal: Calibration) -> list[str]:
     """The summary's "Kernel by kernel" section (its lines, ending in a blank line)."""
     points = step_points(records, meta, cal)
@@ -161,7 +191,8 @@ def step_section(records: Sequence[Record], meta: dict, cal: Calibration) -> lis
         lines += ["No measured point has a kernel-by-kernel prediction.", ""]
     for op in PHASE_OF_OP:
         lines += _breakdown_table(points, op)
-    missing = sorted({p.reason for p in points if p.prediction is None})
+    lines += _undeclared_table(points)
+    missing = sorted({p.reason for p in points if p.prediction is None and p.declared})
     if missing:
         lines += ["Not predicted: " + "; ".join(missing) + ".", ""]
     return lines
