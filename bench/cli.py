@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 
 from roofbench.bench.cli_args import (
-    _choices,
+    names_of,
     one_line,
     pick,
     positive_float,
@@ -191,7 +191,7 @@ def _add_model(sub) -> None:
     )
     p.add_argument(
         "--backends",
-        type=_choices(BACKENDS),
+        type=names_of(BACKENDS),
         help="presets only (the older spelling of --impls triton,torch)",
     )
     _add_plugin(p)

@@ -40,7 +40,7 @@ def positive_float(text: str) -> float:
     return value
 
 
-def _choices(known: tuple[str, ...]):
+def names_of(known: tuple[str, ...]):
     """A comma-separated subset of `known`, refused with the known names otherwise."""
 
     def parse(text: str) -> tuple[str, ...]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from roofbench.bench.cli_args import names_of, positive_float
 from roofbench.bench.comm.cases import DTYPES, SWEEPS, parse_size
 from roofbench.theory.comm import COLLECTIVES
 
@@ -15,24 +16,18 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def _collectives(text: str) -> tuple[str, ...]:
-    picked = tuple(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
-    wrong = [p for p in picked if p not in COLLECTIVES]
-    if wrong or not picked:
-        raise argparse.ArgumentTypeError(
-            f"unknown {', '.join(wrong) or 'empty list'} (known: {', '.join(COLLECTIVES)})"
-        )
-    return picked
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
+def add_link_options(p) -> None:
+    """The options every multi-GPU command shares: the link's calibration and the backend."""
+    p.add_argument(
+        "--no-calibration",
+        action="store_true",
+        help="no send/recv probes: predict on the datasheet link only",
+    )
+    p.add_argument(
+        "--backend",
+        choices=("nccl", "gloo"),
+        help="default: nccl where torch sees CUDA GPUs, else gloo",
+    )
 
 
 def add_comm_parser(sub) -> None:
@@ -47,7 +42,7 @@ def add_comm_parser(sub) -> None:
     p.add_argument("--sweep", choices=tuple(SWEEPS), default="quick")
     p.add_argument(
         "--collectives",
-        type=_collectives,
+        type=names_of(COLLECTIVES),
         default=COLLECTIVES,
         metavar="LIST",
         help=f"comma-separated, of {', '.join(COLLECTIVES)} (default: all)",
@@ -62,21 +57,12 @@ def add_comm_parser(sub) -> None:
     p.add_argument("--out", default="results", help="folder the run folder goes under")
     p.add_argument(
         "--time-cap",
-        type=_seconds,
+        type=positive_float,
         default=0.5,
         metavar="S",
         help="most seconds of timed collectives per case (default 0.5)",
     )
-    p.add_argument(
-        "--no-calibration",
-        action="store_true",
-        help="no send/recv probes: predict on the datasheet link only",
-    )
-    p.add_argument(
-        "--backend",
-        choices=("nccl", "gloo"),
-        help="default: nccl where torch sees CUDA GPUs, else gloo",
-    )
+    add_link_options(p)
 
 
 def comm_command(args, console) -> int:

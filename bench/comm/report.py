@@ -24,13 +24,32 @@ from roofbench.theory import comm
 GIB = 2**30
 
 
-def is_comm_run(folder: Path) -> bool:
-    """Whether run.json says `folder` is a comm run."""
+def run_kind(folder: Path) -> str | None:
+    """run.json's `kind` (comm, tp; None for a kernel sweep or an unreadable file)."""
     try:
         meta = json.loads((Path(folder) / "run.json").read_text())
     except (OSError, ValueError, UnicodeDecodeError):
-        return False
-    return isinstance(meta, dict) and meta.get("kind") == "comm"
+        return None
+    return meta.get("kind") if isinstance(meta, dict) else None
+
+
+def is_comm_run(folder: Path) -> bool:
+    """Whether run.json says `folder` is a comm run."""
+    return run_kind(folder) == "comm"
+
+
+def read_run(folder: Path) -> tuple[dict, list[Record]]:
+    """(run.json, the records) of a comm or tp run; ValueError when either cannot be read or
+    there are no records (a report then writes nothing)."""
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / "run.json").read_text())
+    except (OSError, ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{folder}/run.json cannot be read ({err})") from None
+    records = read_records(folder / "records.csv")
+    if not records:
+        raise ValueError(f"{folder}/records.csv holds no records: nothing to report")
+    return meta, records
 
 
 def _measured(r: Record) -> bool:
@@ -185,13 +204,7 @@ def write_report(folder: Path) -> None:
     """summary.md and comm.png; ValueError (nothing written) when the records or run.json
     cannot be read or hold nothing."""
     folder = Path(folder)
-    try:
-        meta = json.loads((folder / "run.json").read_text())
-    except (OSError, ValueError, UnicodeDecodeError) as err:
-        raise ValueError(f"{folder}/run.json cannot be read ({err})") from None
-    records = read_records(folder / "records.csv")
-    if not records:
-        raise ValueError(f"{folder}/records.csv holds no records: nothing to report")
+    meta, records = read_run(folder)
     text = summarize(records, meta)
     (folder / "summary.md").write_text(text)
     busbw_figure(records).savefig(folder / "comm.png", dpi=120, bbox_inches="tight")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from roofbench.bench.cli_args import positive_float, positive_int
+from roofbench.bench.comm.cli import add_link_options
 from roofbench.bench.comm.tp_points import SWEEPS
 
 
@@ -42,16 +43,7 @@ def add_tp_parser(sub) -> None:
         metavar="S",
         help="most seconds of timed calls per point (default 1)",
     )
-    p.add_argument(
-        "--no-calibration",
-        action="store_true",
-        help="no send/recv probes: predict on the datasheet link only",
-    )
-    p.add_argument(
-        "--backend",
-        choices=("nccl", "gloo"),
-        help="default: nccl where torch sees CUDA GPUs, else gloo",
-    )
+    add_link_options(p)
 
 
 def tp_command(args, console) -> int:

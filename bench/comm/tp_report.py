@@ -4,10 +4,10 @@ the median and p90 |error| per phase."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from roofbench.bench.core.records import Record, read_records
+from roofbench.bench.comm.report import read_run, run_kind
+from roofbench.bench.core.records import Record
 from roofbench.bench.core.text import fmt, markdown_table, median, pct, quantile
 
 PHASES = ("ttft", "tbt")
@@ -15,11 +15,7 @@ PHASES = ("ttft", "tbt")
 
 def is_tp_run(folder: Path) -> bool:
     """Whether run.json says `folder` is a `roofbench tp` run."""
-    try:
-        meta = json.loads((Path(folder) / "run.json").read_text())
-    except (OSError, ValueError, UnicodeDecodeError):
-        return False
-    return isinstance(meta, dict) and meta.get("kind") == "tp"
+    return run_kind(folder) == "tp"
 
 
 def _row(r: Record) -> list[str]:
@@ -91,11 +87,5 @@ def write_report(folder: Path) -> None:
     """summary.md; ValueError (nothing written) when the records or run.json cannot be read or
     hold nothing."""
     folder = Path(folder)
-    try:
-        meta = json.loads((folder / "run.json").read_text())
-    except (OSError, ValueError, UnicodeDecodeError) as err:
-        raise ValueError(f"{folder}/run.json cannot be read ({err})") from None
-    records = read_records(folder / "records.csv")
-    if not records:
-        raise ValueError(f"{folder}/records.csv holds no records: nothing to report")
+    meta, records = read_run(folder)
     (folder / "summary.md").write_text(summarize(records, meta))
