@@ -141,6 +141,21 @@ def _telemetry(world: World):
     return Telemetry(world.local_rank)
 
 
+def timed_on_every_rank(world: World, call, rule, nvml):
+    """(`call` timed by time_collective on this rank, every rank's NVML window summary, or
+    None where a rank reads no NVML), under this rank's telemetry window when it has one."""
+    summary = None
+    if nvml is not None:
+        with nvml.window() as win:
+            stats, _ = time_collective(call, world.device, rule)
+        summary = win.summary()
+    else:
+        stats, _ = time_collective(call, world.device, rule)
+    summaries = [None] * world.ranks
+    dist.all_gather_object(summaries, summary)
+    return stats, summaries
+
+
 def measure_case(world: World, case: CommCase, record, rule: StopRule, nvml, seed: int, link):
     """Check, then time, one case on every rank; the finished record on rank 0 (None elsewhere)."""
     refused = case.refuses()
@@ -166,16 +181,7 @@ def measure_case(world: World, case: CommCase, record, rule: StopRule, nvml, see
     record = replace(record, max_abs_err=_agree_max(world, err))
     if worst > 1.0:
         return replace(record, status="failed", reason=f"wrong values (max |err| {err:g})")
-    window = nvml.window() if nvml is not None else None
-    summary = None
-    if window is not None:
-        with window as win:
-            stats, _ = time_collective(fn, world.device, rule)
-        summary = win.summary()
-    else:
-        stats, _ = time_collective(fn, world.device, rule)
-    summaries = [None] * world.ranks
-    dist.all_gather_object(summaries, summary)
+    stats, summaries = timed_on_every_rank(world, fn, rule, nvml)
     del buffers
     return fill_measurement(record, case, stats, summaries, link)
 

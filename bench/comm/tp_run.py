@@ -40,8 +40,16 @@ import torch.distributed as dist
 from roofbench.bench.comm import tp_points, tp_report
 from roofbench.bench.comm.cases import keep_multicast_off
 from roofbench.bench.comm.records import _telemetry_fields
-from roofbench.bench.comm.run import World, _agree_max, _gpu, _share, _telemetry, calibrate, start
-from roofbench.bench.comm.timing import time_collective
+from roofbench.bench.comm.run import (
+    World,
+    _agree_max,
+    _gpu,
+    _share,
+    _telemetry,
+    calibrate,
+    start,
+    timed_on_every_rank,
+)
 from roofbench.bench.comm.tp_points import TPPoint
 from roofbench.bench.core.identity import roof_dict, unique_folder, utc_now, versions, write_meta
 from roofbench.bench.core.records import Record, RecordWriter
@@ -143,16 +151,7 @@ def measure_point(world, model, point, record: Record, rule, nvml) -> Record:
         model.free_cache()
         return dataclasses.replace(record, status="skipped", reason="out of memory on some rank")
     call, method, note = _captured(world, fn)
-    window = nvml.window() if nvml is not None else None
-    summary = None
-    if window is not None:
-        with window as win:
-            stats, _ = time_collective(call, world.device, rule)
-        summary = win.summary()
-    else:
-        stats, _ = time_collective(call, world.device, rule)
-    summaries = [None] * world.ranks
-    dist.all_gather_object(summaries, summary)
+    stats, summaries = timed_on_every_rank(world, call, rule, nvml)
     del fn, call
     model.free_cache()
     gc.collect()
