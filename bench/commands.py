@@ -68,11 +68,12 @@ def retier_command(folder: Path, calibration: str | None) -> int:
 
     from roofbench.bench.core.attribution import retier
     from roofbench.bench.core.calibrate import calibration_of
+    from roofbench.bench.core.identity import read_meta
     from roofbench.bench.core.records import read_records
     from roofbench.bench.sweep.tiers_report import tier_table
     from roofbench.theory.roofline import Roof
 
-    meta = json.loads((folder / "run.json").read_text())
+    meta = read_meta(folder)
     doc = json.loads(Path(calibration).read_text()) if calibration else meta.get("calibration")
     if not doc or not doc.get("calibration"):
         raise ValueError(f"{folder} has no calibration: give --calibration FILE")

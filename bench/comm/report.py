@@ -17,6 +17,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from roofbench.bench.comm.records import busbw_bytes_per_s
+from roofbench.bench.core.identity import read_meta
 from roofbench.bench.core.records import Record, read_records
 from roofbench.bench.core.text import NONE, fmt, markdown_table, median, pct, quantile
 from roofbench.theory import comm
@@ -42,10 +43,7 @@ def read_run(folder: Path) -> tuple[dict, list[Record]]:
     """(run.json, the records) of a comm or tp run; ValueError when either cannot be read or
     there are no records (a report then writes nothing)."""
     folder = Path(folder)
-    try:
-        meta = json.loads((folder / "run.json").read_text())
-    except (OSError, ValueError, UnicodeDecodeError) as err:
-        raise ValueError(f"{folder}/run.json cannot be read ({err})") from None
+    meta = read_meta(folder)
     records = read_records(folder / "records.csv")
     if not records:
         raise ValueError(f"{folder}/records.csv holds no records: nothing to report")

@@ -86,6 +86,19 @@ def roof_from(data: dict | None) -> Roof | None:
     return None if data is None else Roof(**data)
 
 
+def read_meta(folder: Path) -> dict:
+    """The run.json of `folder`; ValueError, naming the file, when it cannot be read or is not
+    a run's description (a JSON object)."""
+    path = Path(folder) / "run.json"
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} cannot be read as JSON ({err})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path} is not a run's description")
+    return meta
+
+
 def write_meta(folder: Path, meta: dict) -> None:
     """run.json, replaced atomically (a reader never sees half of it)."""
     tmp = folder / "run.json.tmp"

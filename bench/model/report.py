@@ -8,7 +8,6 @@ estimates) comes from `theory.analysis`; every prediction from `theory.llm`.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Sequence
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from roofbench.bench.core.identity import read_meta
 from roofbench.bench.core.records import Record, read_records
 from roofbench.bench.core.text import NONE, fmt, markdown_table
 from roofbench.bench.model.gate import GATE_SHAPES, GATE_TOLERANCE
@@ -360,11 +360,8 @@ def write_report(folder: str | Path) -> None:
     from roofbench.bench.model.plots import write_plots
 
     folder = Path(folder)
-    try:
-        meta = json.loads((folder / "run.json").read_text())
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ValueError(f"{folder}/run.json is not JSON ({err})") from None
-    if not isinstance(meta, dict) or "configs" not in meta:
+    meta = read_meta(folder)
+    if "configs" not in meta:
         raise ValueError(f"{folder}/run.json is not a model run's description")
     path = folder / RECORDS_CSV
     records = read_records(path) if path.exists() else []

@@ -9,11 +9,11 @@ summary holds this section when run.json carries a calibration; `roofbench repor
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from roofbench.bench.core.identity import read_meta
 from roofbench.bench.core.records import Record, read_records
 from roofbench.bench.core.text import NONE, fmt, markdown_table, median, quantile
 from roofbench.bench.model.index import configs_of, measured_s, model_of
@@ -213,7 +213,7 @@ def retier_lines(folder: str | Path, doc: dict) -> list[str]:
     """`roofbench report DIR --retier` of a model run: the kernel-by-kernel section computed on
     calibration document `doc` (run.json's or a file's), from the folder's records."""
     folder = Path(folder)
-    meta = json.loads((folder / "run.json").read_text())
+    meta = read_meta(folder)
     if "configs" not in meta:
         raise ValueError(f"{folder}/run.json is not a model run's description")
     records = read_records(folder / RECORDS_CSV)

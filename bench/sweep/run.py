@@ -8,7 +8,6 @@ holds the predictions only, and the summary says that measuring needs a GPU.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import threading
@@ -19,6 +18,7 @@ from pathlib import Path
 from rich.console import Console
 
 from roofbench.bench.core.identity import (
+    read_meta,
     roof_dict,
     roof_from,
     unique_folder,
@@ -90,12 +90,7 @@ def check_resume(folder: Path, sweep: str, gpu_name: str | None) -> dict:
 
     if not (folder / "run.json").is_file():
         raise ValueError(f"{folder} is not a run folder (no run.json)")
-    try:
-        meta = json.loads((folder / "run.json").read_text())
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ValueError(f"{folder}/run.json is not JSON ({err})") from None
-    if not isinstance(meta, dict):
-        raise ValueError(f"{folder}/run.json is not a run's description")
+    meta = read_meta(folder)
     if (folder / "model_records.csv").exists() or "model" in meta:
         raise ValueError(f"{folder} is a model run: resume it with roofbench model")
     if gpu_name is None:
@@ -154,12 +149,7 @@ def write_reports(folder: Path, note: str = "") -> None:
     """summary.md and the plots from the folder's records.csv and run.json. A folder whose
     records or run.json cannot be read, or hold nothing, raises ValueError before any file is
     written: a good summary is never replaced by an empty one."""
-    try:
-        meta = json.loads((folder / "run.json").read_text())
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ValueError(f"{folder}/run.json is not JSON ({err})") from None
-    if not isinstance(meta, dict):
-        raise ValueError(f"{folder}/run.json is not a run's description")
+    meta = read_meta(folder)
     records = read_records(folder / "records.csv")
     if not records:
         raise ValueError(f"{folder}/records.csv holds no records: nothing to report")
