@@ -215,6 +215,16 @@ def makespan_s(item_times_s: list[float], workers: int) -> float:
     return max(finish)
 
 
+def output_tiles(work: Work, block_m: int, block_n: int) -> int:
+    """Programs a one-program-per-tile grid launches: ceil(M / BM) x ceil(N / BN) output tiles
+    of a GEMM; for attention, ceil(q_len / BM) query blocks per (batch, head)."""
+    if work.kind == "matmul":
+        return math.ceil(work.m / block_m) * math.ceil(work.n / block_n)
+    if work.kind == "attention":
+        return math.ceil(work.q_len / block_m) * work.batch * work.heads
+    raise ValueError(f"{work.kind} work has no output tiles")
+
+
 def matmul_items(work: Work, plan: LaunchPlan | None) -> tuple[list[float], float] | None:
     """(flops of each work item, total flops executed) of a GEMM plan's main kernel: whole
     tiles of BLOCK_M x BLOCK_N over K / split (edge tiles computed whole); None without a
@@ -223,7 +233,7 @@ def matmul_items(work: Work, plan: LaunchPlan | None) -> tuple[list[float], floa
         return None
     main = plan.main
     bm, bn = main.tile[0], main.tile[1]
-    tiles = math.ceil(work.m / bm) * math.ceil(work.n / bn)
+    tiles = output_tiles(work, bm, bn)
     split = max(1, main.splits)
     per_item = 2.0 * bm * bn * work.k / split
     return [per_item] * (tiles * split), per_item * tiles * split

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from roofbench.theory.plan import KernelLaunch, LaunchPlan
-from roofbench.theory.tiers import Work
+from roofbench.theory.tiers import Work, output_tiles
 
 TILE = re.compile(r"(?<![0-9])(\d{2,3})x(\d{2,3})x(\d{2,3})(?![0-9])")
 NAME_CHARS = re.compile(r"[^A-Za-z0-9_]+")
@@ -52,10 +52,6 @@ def name_tile(name: str) -> tuple[int, ...]:
     return tuple(int(g) for g in match.groups()) if match else ()
 
 
-def _tiles(rows: int, cols: int, bm: int, bn: int) -> int:
-    return math.ceil(rows / bm) * math.ceil(cols / bn)
-
-
 def confirmed_tile(work: Work, tile: tuple[int, ...], programs: int) -> tuple[tuple, int]:
     """(the tile as (BLOCK_M, BLOCK_N, rest...) in our orientation, splits) where the grid's
     `programs` are the tiles it makes (times a whole split), else ((), 1)."""
@@ -64,12 +60,11 @@ def confirmed_tile(work: Work, tile: tuple[int, ...], programs: int) -> tuple[tu
     if work.kind == "matmul":
         # A column-major library computes C^T = W A^T: the name's first extent runs over our N.
         candidates = [(tile[1], tile[0]), (tile[0], tile[1])]
-        counts = [_tiles(work.m, work.n, bm, bn) for bm, bn in candidates]
     elif work.kind == "attention" and work.q_len > 1:
         candidates = [(tile[0], tile[1]), (tile[1], tile[0])]
-        counts = [math.ceil(work.q_len / bm) * work.batch * work.heads for bm, _ in candidates]
     else:
         return (), 1
+    counts = [output_tiles(work, bm, bn) for bm, bn in candidates]
     pairs = list(zip(candidates, counts, strict=True))
     for (bm, bn), count in pairs:  # one program per tile, in either orientation
         if programs == count:

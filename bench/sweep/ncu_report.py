@@ -11,11 +11,11 @@ from roofbench.bench.sweep.ncu import NcuKernel
 
 
 def gpm_excess(record: Record | None) -> float | None:
-    """NVML GPM's DRAM bytes over the timed window / compulsory bytes: nvml_dram_gbps x
-    measured time / bytes (None when GPM did not read)."""
-    if record is None or not record.nvml_dram_gbps or not record.measured_s or not record.bytes:
+    """NVML GPM's DRAM bandwidth over the timed one (compulsory bytes / time), the ratio the
+    NVML section of the summary shows (None when GPM did not read)."""
+    if record is None or not record.nvml_dram_gbps or not record.achieved_gbps:
         return None
-    return record.nvml_dram_gbps * 1e9 * record.measured_s / record.bytes
+    return record.nvml_dram_gbps / record.achieved_gbps
 
 
 def section(records: Sequence[Record], kernels: Sequence[NcuKernel]) -> list[str]:

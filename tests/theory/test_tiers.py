@@ -339,3 +339,11 @@ def test_calibration_round_trips_and_rejects_missing_or_negative_constants():
 def test_work_rejects_an_unknown_kind():
     with pytest.raises(ValueError, match="conv"):
         Work(ops.gemm(1, 1, 1), kind="conv")
+
+
+def test_output_tiles_count_the_grid_of_one_program_per_tile():
+    gemm = matmul(100, 300, 64)
+    assert tiers.output_tiles(gemm, 64, 128) == 2 * 3  # ceil(100/64) x ceil(300/128)
+    assert tiers.output_tiles(prefill(2, 4, 2, 300, 64), 128, 64) == 3 * 2 * 4
+    with pytest.raises(ValueError, match="no output tiles"):
+        tiers.output_tiles(Work(OpCost(flops=1, bytes_=1)), 64, 64)
