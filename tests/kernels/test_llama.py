@@ -1,7 +1,6 @@
 """kernels/llama.py: shapes, numerics against a plain implementation, the KV cache, backends."""
 
 import dataclasses
-import math
 
 import pytest
 import torch
@@ -32,43 +31,6 @@ def tokens(batch: int, n: int, seed: int = 0) -> torch.Tensor:
 
 def lens(values) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.int32)
-
-
-def plain_logits(model: Llama, toks: torch.Tensor) -> torch.Tensor:
-    """Logits [B, N, vocab] at every position, written out plainly in fp32: einsum attention
-    with an explicit causal mask, K/V heads repeated for GQA, rotary pairs (i, i + D/2)."""
-    cfg, w = model.config, model.weights
-    batch, n = toks.shape
-    d, hq, hkv = cfg.head_dim, cfg.num_heads, cfg.num_kv_heads
-    freq = 500000.0 ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
-    angle = torch.arange(n, dtype=torch.float64)[:, None] * freq[None, :]
-    cos, sin = angle.cos().float()[None, :, None, :], angle.sin().float()[None, :, None, :]
-
-    def rotate(t):
-        a, b = t[..., : d // 2], t[..., d // 2 :]
-        return torch.cat((a * cos - b * sin, b * cos + a * sin), dim=-1)
-
-    def norm(t, gain):
-        return t / torch.sqrt(t.pow(2).mean(-1, keepdim=True) + 1e-5) * gain
-
-    def lin(t, weight, bias):
-        return t @ weight.T + (0 if bias is None else bias)
-
-    causal = torch.ones(n, n, dtype=torch.bool).triu(1)
-    x = w.embed[toks].float()
-    for layer in w.layers:
-        qkv = lin(norm(x, layer.attn_norm), layer.wqkv, layer.bqkv)
-        q, k, v = qkv.split([hq * d, hkv * d, hkv * d], dim=-1)
-        q = rotate(q.reshape(batch, n, hq, d))
-        k = rotate(k.reshape(batch, n, hkv, d)).repeat_interleave(hq // hkv, dim=2)
-        v = v.reshape(batch, n, hkv, d).repeat_interleave(hq // hkv, dim=2)
-        scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(d)
-        p = scores.masked_fill(causal, float("-inf")).softmax(-1)
-        o = torch.einsum("bhqk,bkhd->bqhd", p, v).reshape(batch, n, hq * d)
-        x = x + lin(o, layer.wo, layer.bo)
-        gate, up = lin(norm(x, layer.mlp_norm), layer.w_gate_up, layer.b_gate_up).chunk(2, -1)
-        x = x + lin(torch.nn.functional.silu(gate) * up, layer.w_down, layer.b_down)
-    return norm(x, w.norm) @ w.lm_head.T
 
 
 def close(a, b, tol=1e-4):
@@ -124,26 +86,26 @@ def test_backends_share_weights_but_not_caches():
 
 
 @pytest.mark.parametrize("kv_heads", [2, 4], ids=["gqa", "mha"])
-def test_prefill_matches_a_plain_implementation(kv_heads):
+def test_prefill_matches_a_plain_implementation(kv_heads, decoder_reference):
     model = Llama.random(tiny(kv_heads))
     toks = tokens(2, 11)
-    assert close(model.prefill(toks), plain_logits(model, toks)[:, -1])
+    assert close(model.prefill(toks), decoder_reference(model.config, model.weights, toks)[:, -1])
 
 
-def test_biases_and_tied_embeddings():
+def test_biases_and_tied_embeddings(decoder_reference):
     cfg = tiny(attention_bias=True, mlp_bias=True, tie_word_embeddings=True)
     model = Llama.random(cfg)
     assert model.weights.lm_head is model.weights.embed
     toks = tokens(2, 7)
-    assert close(model.prefill(toks), plain_logits(model, toks)[:, -1])
+    assert close(model.prefill(toks), decoder_reference(model.config, model.weights, toks)[:, -1])
 
 
 @pytest.mark.parametrize("kv_heads", [2, 4], ids=["gqa", "mha"])
-def test_cached_decode_equals_the_full_sequence(kv_heads):
+def test_cached_decode_equals_the_full_sequence(kv_heads, decoder_reference):
     """Each decode step's logits equal the plain model's at that position: the cache is right."""
     model = Llama.random(tiny(kv_heads))
     toks = tokens(2, 10)
-    expected = plain_logits(model, toks)
+    expected = decoder_reference(model.config, model.weights, toks)
     model.allocate_cache(2, 10)
     assert close(model.prefill(toks[:, :6]), expected[:, 5])
     context = lens([6, 6])
@@ -152,16 +114,16 @@ def test_cached_decode_equals_the_full_sequence(kv_heads):
         context += 1  # the caller advances the lengths in place
 
 
-def test_decode_with_ragged_lengths():
+def test_decode_with_ragged_lengths(decoder_reference):
     """Sequence 1 restarts 3 tokens earlier: it overwrites its cache there and attends to fewer."""
     model = Llama.random(tiny())
     toks = tokens(2, 9)
     model.allocate_cache(2, 9)
     model.prefill(toks[:, :8])
     logits = model.decode_step(toks[:, 8:9], lens([8, 5]))
-    assert close(logits[0], plain_logits(model, toks[:1])[0, -1])
+    assert close(logits[0], decoder_reference(model.config, model.weights, toks[:1])[0, -1])
     shorter = torch.cat((toks[1:, :5], toks[1:, 8:9]), dim=1)
-    assert close(logits[1], plain_logits(model, shorter)[0, -1])
+    assert close(logits[1], decoder_reference(model.config, model.weights, shorter)[0, -1])
 
 
 def test_naive_step_is_a_prefill_whose_cache_is_not_kept():
@@ -287,10 +249,10 @@ def test_fused_backend_matches_torch(config):
     assert close(fused.naive_step(one), torch_model.naive_step(one))
 
 
-def test_fused_cached_decode_equals_the_full_sequence():
+def test_fused_cached_decode_equals_the_full_sequence(decoder_reference):
     model = Llama.random(tiny(), "fused", seed=1)
     toks = tokens(3, 9, seed=2)
-    expected = plain_logits(model, toks)
+    expected = decoder_reference(model.config, model.weights, toks)
     model.allocate_cache(3, 9)
     assert close(model.prefill(toks[:, :6]), expected[:, 5])
     context = lens([6, 6, 6])

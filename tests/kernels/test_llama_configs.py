@@ -2,13 +2,11 @@
 group of 7; Phi-3-like: head_dim 96, MHA) against a float64 reference on fresh random weights,
 on the torch backend and on ours under Triton's interpreter."""
 
-import math
-
 import pytest
 import torch
 
 from roofbench.kernels.llama import Llama
-from roofbench.theory.llm import ModelConfig, from_hf_config
+from roofbench.theory.llm import from_hf_config
 
 VOCAB = 97
 # Small configs of the two families' shapes (no downloads): what their config.json files say,
@@ -42,50 +40,6 @@ PHI3_LIKE = {
 CONFIGS = {"qwen2": QWEN2_LIKE, "phi3": PHI3_LIKE}
 
 
-def reference_logits(cfg: ModelConfig, weights, toks: torch.Tensor) -> torch.Tensor:
-    """Logits [B, N, vocab] at every position in float64: biases where the weights have them,
-    the config's rope_theta and rms_norm_eps, explicit causal mask, KV heads repeated."""
-    w, device = weights, weights.embed.device
-    batch, n = toks.shape
-    d, hq, hkv = cfg.head_dim, cfg.num_heads, cfg.num_kv_heads
-
-    def f64(t):
-        return None if t is None else t.double()
-
-    exponents = torch.arange(0, d, 2, dtype=torch.float64, device=device) / d
-    angle = (
-        torch.arange(n, dtype=torch.float64, device=device)[:, None] * cfg.rope_theta**-exponents
-    )
-    cos, sin = angle.cos()[None, :, None, :], angle.sin()[None, :, None, :]
-
-    def rotate(t):
-        a, b = t[..., : d // 2], t[..., d // 2 :]
-        return torch.cat((a * cos - b * sin, b * cos + a * sin), dim=-1)
-
-    def norm(t, gain):
-        return t / torch.sqrt(t.pow(2).mean(-1, keepdim=True) + cfg.rms_norm_eps) * f64(gain)
-
-    def lin(t, weight, bias):
-        out = t @ f64(weight).T
-        return out if bias is None else out + f64(bias)
-
-    masked = torch.ones(n, n, dtype=torch.bool, device=device).triu(1)
-    x = f64(w.embed)[toks]
-    for layer in w.layers:
-        qkv = lin(norm(x, layer.attn_norm), layer.wqkv, layer.bqkv)
-        q, k, v = qkv.split([hq * d, hkv * d, hkv * d], dim=-1)
-        q = rotate(q.reshape(batch, n, hq, d))
-        k = rotate(k.reshape(batch, n, hkv, d)).repeat_interleave(hq // hkv, dim=2)
-        v = v.reshape(batch, n, hkv, d).repeat_interleave(hq // hkv, dim=2)
-        scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(d)
-        p = scores.masked_fill(masked, float("-inf")).softmax(-1)
-        o = torch.einsum("bhqk,bkhd->bqhd", p, v).reshape(batch, n, hq * d)
-        x = x + lin(o, layer.wo, layer.bo)
-        gate, up = lin(norm(x, layer.mlp_norm), layer.w_gate_up, layer.b_gate_up).chunk(2, -1)
-        x = x + lin(torch.nn.functional.silu(gate) * up, layer.w_down, layer.b_down)
-    return norm(x, w.norm) @ f64(w.lm_head).T
-
-
 def close(got: torch.Tensor, want: torch.Tensor, tol: float) -> bool:
     return ((got.double() - want).norm() / want.norm()).item() <= tol
 
@@ -111,11 +65,11 @@ def test_the_configs_give_bias_tie_and_shapes_as_the_families_do():
 
 
 @pytest.mark.parametrize("family", CONFIGS)
-def test_torch_backend_matches_float64_prefill_and_decode(family):
+def test_torch_backend_matches_float64_prefill_and_decode(family, decoder_reference):
     cfg = from_hf_config(CONFIGS[family])
     model = Llama.random(cfg, "torch", seed=torch.randint(0, 2**31, ()).item())
     toks = fresh_tokens(2, 9)
-    want = reference_logits(cfg, model.weights, toks)
+    want = decoder_reference(cfg, model.weights, toks)
     model.allocate_cache(2, 9)
     assert close(model.prefill(toks[:, :7]), want[:, 6], 1e-4)
     context = torch.tensor([7, 7], dtype=torch.int32)
@@ -125,13 +79,13 @@ def test_torch_backend_matches_float64_prefill_and_decode(family):
 
 
 @pytest.mark.parametrize("family", CONFIGS)
-def test_triton_backend_matches_float64_in_the_interpreter(family):
+def test_triton_backend_matches_float64_in_the_interpreter(family, decoder_reference):
     """fp32 under the interpreter: GEMV projections (2 rows), GEMM (18 rows), flash prefill and
     split-KV decode attention at the family's head_dim and group."""
     cfg = from_hf_config({**CONFIGS[family], "num_hidden_layers": 1})
     model = Llama.random(cfg, "triton", seed=torch.randint(0, 2**31, ()).item())
     toks = fresh_tokens(2, 10)
-    want = reference_logits(cfg, model.weights, toks)
+    want = decoder_reference(cfg, model.weights, toks)
     model.allocate_cache(2, 10)
     assert close(model.prefill(toks[:, :9]), want[:, 8], 1e-3)
     context = torch.tensor([9, 9], dtype=torch.int32)
@@ -140,10 +94,10 @@ def test_triton_backend_matches_float64_in_the_interpreter(family):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("family", CONFIGS)
-def test_both_backends_match_float64_in_bf16_on_the_gpu(family):
+def test_both_backends_match_float64_in_bf16_on_the_gpu(family, decoder_reference):
     cfg = from_hf_config(CONFIGS[family])
     torch_model = Llama.random(cfg, "torch", device="cuda", dtype=torch.bfloat16)
     toks = fresh_tokens(2, 33).cuda()
-    want = reference_logits(cfg, torch_model.weights, toks)
+    want = decoder_reference(cfg, torch_model.weights, toks)
     for model in (torch_model, torch_model.with_backend("triton")):
         assert close(model.prefill(toks), want[:, -1], 3e-2)
