@@ -142,12 +142,14 @@ def _add_run(sub) -> None:
 def _add_compare(sub) -> None:
     p = sub.add_parser(
         "compare",
-        help="compare two runs (records CSV or pytest-benchmark JSON); exit 1 on a slowdown",
+        help="compare two runs (records CSV, run folder or pytest-benchmark JSON); exit 1 on a "
+        "slowdown",
         description="Match cases of BASE and NEW; a case is slower when its median grew past "
-        "the threshold and the p20..p80 spreads do not overlap.",
+        "its limit (the threshold, widened by a baseline's spread between sessions and by the "
+        "two runs' own p20..p80 spreads) and the p20..p80 spreads do not overlap.",
     )
-    p.add_argument("base")
-    p.add_argument("new")
+    p.add_argument("base", help="records CSV, run folder or pytest-benchmark JSON")
+    p.add_argument("new", help="records CSV, run folder or pytest-benchmark JSON")
     p.add_argument("--threshold", default="5%", help="e.g. 5%% or 0.05 (default 5%%)")
     p.add_argument(
         "--throttled-threshold",

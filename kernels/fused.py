@@ -161,14 +161,14 @@ def _rope_kv_kernel(
         a, bb = x1.to(tl.float32), x2.to(tl.float32)
         y1 = (a * c - bb * s).to(q_ptr.dtype.element_ty)
         y2 = (bb * c + a * s).to(q_ptr.dtype.element_ty)
+        # Both branches give a scalar pointer (the compiler needs one type on both sides).
         if head < heads:
-            dst = q_ptr + b.to(tl.int64) * stride_qb + n * stride_qn + head * stride_qh + offs
+            dst = q_ptr + b.to(tl.int64) * stride_qb + n * stride_qn + head * stride_qh
         else:
             kh = head - heads
-            dst = k_ptr + b.to(tl.int64) * stride_kb + kh * stride_kh
-            dst += pos.to(tl.int64) * stride_ks + offs
-        tl.store(dst, y1, mask=ok)
-        tl.store(dst + half_dim, y2, mask=ok)
+            dst = k_ptr + b.to(tl.int64) * stride_kb + kh * stride_kh + pos.to(tl.int64) * stride_ks
+        tl.store(dst + offs, y1, mask=ok)
+        tl.store(dst + offs + half_dim, y2, mask=ok)
     else:  # V: copied into the cache as it is
         vh = head - heads - kv_heads
         dst = v_ptr + b.to(tl.int64) * stride_kb + vh * stride_kh + pos.to(tl.int64) * stride_ks

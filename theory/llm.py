@@ -295,8 +295,26 @@ def decode_step(
     per_layer = layer_ops(model, batch, attention, dtype)
     flops = model.num_layers * sum(c.flops for c in per_layer.values())
     flops += lm_head(model, batch, dtype).flops
-    bytes_ = model.weights_read_bytes(dtype) + model.kv_cache_bytes(context + 1, batch, dtype)
-    return _phase(flops, bytes_, roof)
+    return _phase(flops, decode_step_bytes(model, context, batch, dtype), roof)
+
+
+def decode_step_bytes(model: ModelConfig, context: int, batch: int = 1, dtype: str = "bf16") -> int:
+    """Bytes one decode step must move: the weights read once (shared by the batch), each
+    sequence's KV cache of `context` tokens read and the new token's K and V written."""
+    return model.weights_read_bytes(dtype) + model.kv_cache_bytes(context + 1, batch, dtype)
+
+
+def decode_floor_s(
+    model: ModelConfig, context: int, batch: int, read_bytes_per_s: float, dtype: str = "bf16"
+) -> float:
+    """The least time a decode step can take on a GPU whose streaming read reaches
+    `read_bytes_per_s` (the calibrated read roof): t = decode_step_bytes / read_bytes_per_s.
+
+    At small batch the bytes are the weights: a serving engine's decode step at batch 1 is
+    judged by how close it comes to this floor (no launches, fixed costs or compute charged)."""
+    if read_bytes_per_s <= 0:
+        raise ValueError(f"read_bytes_per_s must be positive, got {read_bytes_per_s}")
+    return decode_step_bytes(model, context, batch, dtype) / read_bytes_per_s
 
 
 def naive_step(

@@ -79,6 +79,21 @@ SWEEPS: dict[str, ModelSweep] = {
         mha_batches=(1,),
         mha_contexts=(8192,),
     ),
+    # The decode step the weight-read check is about (batch 1, 4 and 16 at a short context,
+    # where the weights dominate the bytes) and nothing else: a few points, so that a backend
+    # that compiles every shape (torch.compile) is measured in minutes.
+    "decode": ModelSweep(
+        name="decode",
+        ttft_batches=(),
+        ttft_prompts=(),
+        tbt_batches=(1, 4, 16),
+        tbt_contexts=(512,),
+        naive_sequences=(),
+        knee_context=512,
+        knee_batches=(),
+        mha_batches=(),
+        mha_contexts=(),
+    ),
     "medium": ModelSweep(
         name="medium",
         ttft_batches=(1, 4, 16),

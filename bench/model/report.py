@@ -31,6 +31,7 @@ from roofbench.bench.model.index import (
 from roofbench.bench.model.measure import GRAPH_BELOW_S
 from roofbench.bench.model.points import DTYPE, PHASES, RECORDS_CSV, SUMMARY_MD, phase, slug
 from roofbench.bench.model.step_report import run_calibration, step_section
+from roofbench.theory import llm
 from roofbench.theory.analysis import (
     FIT_UPPER_FRACTION,
     KNEE_FACTOR,
@@ -67,6 +68,7 @@ def summarize(records: Sequence[Record], meta: dict) -> str:
         _step_section(records, meta),
         _phase_table(index, model, "ttft", "TTFT (prefill)", "prompt"),
         _phase_table(index, model, "tbt", "TBT (decode step)", "context"),
+        _floor_section(index, meta, configs["base"]),
         _naive_section(index, configs["base"]),
         _knee_section(index, meta, configs["base"]),
         _mha_section(index, configs),
@@ -188,6 +190,37 @@ def _phase_table(index: RecordIndex, model: str, op: str, title: str, length: st
         rows.append(row)
     note = " Throughput = batch / TBT tokens per second." if op == "tbt" else ""
     return [f"## {title}", "", f"Model {model}.{note}", "", *markdown_table(headers, rows)]
+
+
+FLOOR_BATCH_MAX = 16  # decode steps at or under this batch are held to the byte floor
+
+
+def _floor_section(index: RecordIndex, meta: dict, config: ModelConfig) -> list[str]:
+    """Measured TBT over `theory.llm.decode_floor_s` (the step's bytes at the calibrated read
+    roof) for the decode steps of batch <= FLOOR_BATCH_MAX, per backend."""
+    cal = run_calibration(meta)
+    model = slug(config.name)
+    shapes = [(b, c) for b, c in index.shapes(model, "tbt") if b <= FLOOR_BATCH_MAX]
+    if cal is None or not shapes or not index.impls:
+        return []
+    headers = ["batch", "context", "floor ms"] + [f"{impl} x floor" for impl in index.impls]
+    rows = []
+    for batch, context in shapes:
+        floor = llm.decode_floor_s(config, context, batch, cal.read_bytes_per_s, DTYPE)
+        row = [str(batch), str(context), _ms(floor)]
+        for impl in index.impls:
+            time_s = measured_s(index.get(model, "tbt", impl, batch, context))
+            row.append(NONE if time_s is None else f"{time_s / floor:.3f}")
+        rows.append(row)
+    return [
+        "## Decode step against its byte floor",
+        "",
+        f"Floor: the weights and KV cache one step moves at the calibrated read roof "
+        f"({cal.read_bytes_per_s / 1e9:.0f} GB/s), no launch or fixed cost charged; "
+        "measured TBT / floor per backend (1.000 would be a step that only streams its bytes).",
+        "",
+        *markdown_table(headers, rows),
+    ]
 
 
 def _naive_section(index: RecordIndex, config: ModelConfig) -> list[str]:

@@ -161,6 +161,9 @@ def run_model(
     config = full if layers == full.num_layers else full.with_layers(layers)
     variants = _variants(config)
     points = sweep_points(SWEEPS[sweep], mha="mha" in variants)
+    # Only the variants the sweep has points on are built and gated (a decode-only sweep has no
+    # MHA twin: its weights are not worth the memory and the gate's time).
+    variants = {k: v for k, v in variants.items() if any(p.variant == k for p in points)}
     # Variant by variant (one model's weights in memory at a time); each point on every backend
     # before the next, so a time budget that runs out leaves the backends compared point by point.
     tasks = [

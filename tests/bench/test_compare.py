@@ -171,6 +171,32 @@ def test_records_csv_round_trip(tmp_path):
     assert exit_code(compare(BASE, loaded)) == 0
 
 
+def test_a_run_folder_is_read_through_its_records_file(tmp_path):
+    for name in ("records.csv", "model_records.csv"):
+        folder = tmp_path / name.split(".")[0]
+        folder.mkdir()
+        with RecordWriter(folder / name) as writer:
+            for record in BASE:
+                writer.write(record)
+        assert [r.case for r in load_results(folder)] == [r.case for r in BASE]
+    with pytest.raises(ValueError, match="a folder without records.csv or model_records.csv"):
+        load_results(tmp_path)
+
+
+def test_a_case_that_does_not_settle_is_held_to_the_two_spreads():
+    # 39% slower with disjoint spreads, but the new run's own p20..p80 is 43% of its median
+    # (SDPA's flash decode at batch 16, context 8192, unchanged code, two H200 sessions).
+    base = [timed("d", 144e-6, 142e-6, 145e-6)]
+    new = [timed("d", 200e-6, 148e-6, 234e-6)]
+    held = compare(base, new, threshold=0.05)[0]
+    assert held.verdict == "same"
+    assert held.threshold == pytest.approx(3e-6 / 144e-6 + 86e-6 / 200e-6)
+    # Beyond both spreads it is a regression; a settled case keeps the plain threshold.
+    assert compare(base, [timed("d", 300e-6, 250e-6, 350e-6)])[0].verdict == "slower"
+    settled = compare([tight("t", 100e-6)], [tight("t", 110e-6)], threshold=0.05)[0]
+    assert (settled.verdict, settled.threshold) == ("slower", 0.05)
+
+
 def benchmark_entry(name, median_s, q1_s, q3_s, extra_info):
     """One entry as pytest-benchmark writes it with --benchmark-json."""
     return {

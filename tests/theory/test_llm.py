@@ -15,6 +15,7 @@ from roofbench.theory.hardware import get_gpu
 from roofbench.theory.llm import (
     MODELS,
     ModelConfig,
+    decode_floor_s,
     decode_step,
     from_hf_config,
     load_model,
@@ -223,3 +224,16 @@ def test_reducing_depth_scales_layer_costs_only():
     full, cut = MODELS["llama3-70b"], MODELS["llama3-70b"].with_layers(20)
     per_layer = (full.params - cut.params) / 60
     assert per_layer == full.layer_params()
+
+
+def test_the_decode_floor_is_the_steps_bytes_at_the_read_roof():
+    model = MODELS["llama3-8b"]
+    floor = decode_floor_s(model, 512, 1, 4.0e12)
+    # Llama 3 8B in bf16 at batch 1: ~16 GB of weights (embedding table not read) dominate.
+    weights = model.weights_read_bytes("bf16")
+    kv = 2 * 32 * 8 * 128 * 2 * 513
+    assert floor == pytest.approx((weights + kv) / 4.0e12)
+    assert decode_step(model, H100, 512).bytes_ == pytest.approx(floor * 4.0e12)
+    assert decode_floor_s(model, 512, 16, 4.0e12) > floor  # 16 caches, the same weights
+    with pytest.raises(ValueError, match="positive"):
+        decode_floor_s(model, 512, 1, 0.0)

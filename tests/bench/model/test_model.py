@@ -36,7 +36,7 @@ def quiet() -> Console:
 # --- sweeps ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", list(pts.SWEEPS))
+@pytest.mark.parametrize("name", ["quick", "medium", "full"])
 def test_sweep_points_are_unique_and_complete(name):
     sweep = pts.SWEEPS[name]
     points = pts.sweep_points(sweep)
@@ -51,6 +51,13 @@ def test_sweep_points_are_unique_and_complete(name):
     mha = {(p.batch, p.seq) for p in points if p.variant == "mha"}
     assert mha and mha <= tbt  # each MHA point has its GQA twin
     assert not [p for p in pts.sweep_points(sweep, mha=False) if p.variant == "mha"]
+
+
+def test_the_decode_sweep_is_the_weight_read_check_alone():
+    points = pts.sweep_points(pts.SWEEPS["decode"])
+    assert len(points) == len(set(points))
+    assert {(p.variant, p.op, p.seq) for p in points} == {("base", "tbt", 512)}
+    assert sorted(p.batch for p in points) == [1, 4, 16]
 
 
 def test_full_sweep_spans_the_asked_ranges_and_quick_is_a_handful():
@@ -352,17 +359,26 @@ def _fake_time(fn, graph, rule):
     return TimingStats.from_times([2e-3] * 5, "graph" if graph else "events"), fn, ""
 
 
-def test_measuring_path_end_to_end_with_fakes(tmp_path, monkeypatch):
+TINY_SWEEPS = {
+    "every phase": pts.ModelSweep(
+        "tiny", (1, 2), (8, 16), (1, 4), (8, 32), (8, 16, 32), 4, (1, 4, 8), (1,), (16,)
+    ),  # fmt: skip
+    "decode only": pts.ModelSweep("tiny", (), (), (1, 4), (8, 32), (), 8, (), (), ()),
+}
+
+
+@pytest.mark.parametrize("which", list(TINY_SWEEPS))
+def test_measuring_path_end_to_end_with_fakes(which, tmp_path, monkeypatch):
     """run_model's GPU path on a tiny config: ceilings, gate, every point timed (fake timer) or
-    skipped for memory, then the report; the torch backend runs on the CPU in bf16."""
+    skipped for memory, then the report; the torch backend runs on the CPU in bf16. A sweep of
+    decode points alone builds and gates no MHA twin, and its report still renders."""
     from roofbench.bench.core import ceilings
 
     config = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
               "num_key_value_heads": 2, "intermediate_size": 96, "vocab_size": 97}  # fmt: skip
     (tmp_path / "tiny").mkdir()
     (tmp_path / "tiny" / "config.json").write_text(json.dumps(config))
-    sweep = pts.ModelSweep("tiny", (1, 2), (8, 16), (1, 4), (8, 32), (8, 16, 32), 4, (1, 4, 8),
-                          (1,), (16,))  # fmt: skip
+    sweep = TINY_SWEEPS[which]
     monkeypatch.setitem(pts.SWEEPS, "tiny", sweep)
     free = {"bytes": 10**12}
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -391,7 +407,8 @@ def test_measuring_path_end_to_end_with_fakes(tmp_path, monkeypatch):
                           console=quiet())  # fmt: skip
     records = read_records(folder / pts.RECORDS_CSV)
     gates = [r for r in records if r.op == "gate"]
-    assert [g.status for g in gates] == ["ok", "ok"]  # base and MHA variants
+    mha = any(p.variant == "mha" for p in pts.sweep_points(sweep))
+    assert [g.status for g in gates] == ["ok"] * (2 if mha else 1)  # base and MHA variants
     timed = [r for r in records if r.op in pts.PHASES]
     assert len(timed) == len(pts.sweep_points(sweep))
     for r in timed:
@@ -408,3 +425,9 @@ def test_measuring_path_end_to_end_with_fakes(tmp_path, monkeypatch):
     summary = (folder / pts.SUMMARY_MD).read_text()
     assert "## Correctness gate" in summary and "Fake GPU" in summary
     assert "## Kernel by kernel" in summary  # the run carries a calibration
+    # The decode steps of batch <= 16 against their byte floor (fake time 2 ms each).
+    base = ModelConfig(**meta["configs"]["base"])
+    read = meta["calibration"]["calibration"]["read_bytes_per_s"]
+    floor = llm.decode_floor_s(base, 8, 1, read)
+    assert "## Decode step against its byte floor" in summary
+    assert f"| 1 | 8 | {floor * 1e3:.3g} | {2e-3 / floor:.3f} |" in summary

@@ -93,9 +93,14 @@ def test_a_run_carrying_a_calibration_gets_the_section_and_the_step_plot(tmp_pat
         "## Kernel by kernel" in summary
         and "### TTFT (prefill): the predicted breakdown" in summary
     )
-    # The section sits between the phase roofline's error and the TTFT table, all else kept.
+    # The section sits between the phase roofline's error and the TTFT table; with the decode
+    # steps' byte floor (read roof of the calibration) after the TBT table, all else is kept.
     assert summary.index("## Prediction error") < summary.index("## Kernel by kernel")
     assert summary.index("## Kernel by kernel") < summary.index("## TTFT (prefill)")
+    floor = summary.index("## Decode step against its byte floor")
+    assert summary.index("## TBT (decode step)") < floor
+    after = summary.index("\n## ", floor)
+    summary = summary[:floor] + summary[after + 1 :]
     assert summary.replace("\n".join(retier_lines(folder, DOC)) + "\n", "") == plain
     assert (folder / STEP_PLOT).stat().st_size > 10_000
 
