@@ -1,13 +1,17 @@
 """Compare two runs case by case and call each a regression, an improvement or noise.
 
 A case is matched by (case, impl, dtype, op). The new run is `slower` only when its median exceeds
-the base median by more than the threshold AND the two spreads (p20..p80, or pytest-benchmark's
-q1..q3) do not overlap: a shift inside the run-to-run noise is not a regression. `faster` is the
-mirror image. Compare fails closed: a case the base measured is `missing` when the new run lacks
-it or skipped it, `failed` when it failed there (its correctness gate, say), `invalid` when its
-time is zero, negative or not a number; each of these fails the comparison (exit 1) unless
-`allow_missing` lets missing ones pass. Cases only the new run has are `new`. A case listed twice
-in one file is an error, and two runs of different GPUs are not compared unless asked.
+the base median by more than the case's limit AND the two spreads (p20..p80, or
+pytest-benchmark's q1..q3) do not overlap: a shift inside the run-to-run noise is not a
+regression. `faster` is the mirror image. A case that moved past its limit while its p20..p80 in
+the new run is wider than UNSETTLED_WIDTH of its median is `unsettled`: listed with its ratio,
+neither passed nor failed.
+
+Compare fails closed: a case the base measured is `missing` when the new run lacks it or skipped
+it, `failed` when it failed there (its correctness gate, say), `invalid` when its time is zero,
+negative or not a number; each of these fails the comparison (exit 1) unless `allow_missing` lets
+missing ones pass. Cases only the new run has are `new`. A case listed twice in one file is an
+error, and two runs of different GPUs are not compared unless asked.
 
 A case flagged `throttled` in either run (a power or thermal clock-event reason, or a clock drop)
 is held to a wider threshold: under a power cap the SM clock a compute-bound kernel gets moves
@@ -31,12 +35,13 @@ from rich.text import Text
 
 from roofbench.bench.core.records import COLUMNS, Record, read_records
 
-VERDICTS = ("slower", "faster", "same", "missing", "failed", "invalid", "new")
+VERDICTS = ("slower", "faster", "same", "unsettled", "missing", "failed", "invalid", "new")
 FAILING = ("slower", "missing", "failed", "invalid")
 VERDICT_STYLES = {
     "slower": "bold red",
     "faster": "green",
     "same": "",
+    "unsettled": "yellow",
     "missing": "yellow",
     "failed": "bold red",
     "invalid": "bold red",
@@ -141,6 +146,14 @@ def _by_key(records: list[Record], label: str) -> dict[Key, Record]:
     return out
 
 
+# A case that moved past its limit while its p20..p80 in the new run spans more than this share of
+# its median did not settle: its median is no evidence either way, and it is listed `unsettled`
+# (not failing) with its ratio.
+# On three H200s, kernels that settle spanned at most 6% (15% for the power-capped 8192^3 matmul
+# of the ceilings); SDPA's flash and cuDNN decode at batch 16-64, context 1024-8192 spanned 27-61%
+# in some sessions and 1-3% in others, their medians moving by up to 2.4x with unchanged code.
+UNSETTLED_WIDTH = 0.2
+
 # A case of a multi-run baseline is held to at least this multiple of its spread between
 # sessions (the runs that built it: a new session is one more draw from the same spread).
 SESSION_FACTOR = 1.5
@@ -202,16 +215,13 @@ def compare(
         else:
             new_timing = Timing.of(other)
             limit = threshold_for(base_timing, new_timing, threshold, throttled_threshold)
-            result.append(
-                Comparison(
-                    *key,
-                    base_timing,
-                    new_timing,
-                    verdict(base_timing, new_timing, limit),
-                    limit,
-                    reason=plan_change(record, other),
-                )
-            )
+            why = plan_change(record, other)
+            verdict_ = verdict(base_timing, new_timing, limit)
+            if verdict_ != "same" and new_timing.width > UNSETTLED_WIDTH:
+                verdict_ = "unsettled"
+                spans = f"p20..p80 spans {new_timing.width:.0%} of the median"
+                why = "; ".join(filter(None, [spans, why]))
+            result.append(Comparison(*key, base_timing, new_timing, verdict_, limit, reason=why))
     result += [
         Comparison(*key, None, Timing.of(r), "new")
         for key, r in new.items()
@@ -331,10 +341,12 @@ def _timing_text(timing: Timing | None) -> str:
 
 
 def summary_line(comparisons: list[Comparison]) -> str:
-    """E.g. "3 matched: 1 slower, 0 faster, 2 same; 1 missing, 0 failed, 0 invalid, 0 new"."""
+    """E.g. "4 matched: 1 slower, 0 faster, 2 same, 1 unsettled; 1 missing, 0 failed, 0 invalid,
+    0 new"."""
     counts = Counter(c.verdict for c in comparisons)
-    matched = sum(counts[v] for v in ("slower", "faster", "same"))
-    timed = ", ".join(f"{counts[v]} {v}" for v in ("slower", "faster", "same"))
+    judged = ("slower", "faster", "same", "unsettled")
+    matched = sum(counts[v] for v in judged)
+    timed = ", ".join(f"{counts[v]} {v}" for v in judged)
     rest = ", ".join(f"{counts[v]} {v}" for v in ("missing", "failed", "invalid", "new"))
     return f"{matched} matched: {timed}; {rest}"
 

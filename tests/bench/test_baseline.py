@@ -15,6 +15,22 @@ QUICK_RUNS = [
     ROOT / "results" / "h200" / name / "records.csv"
     for name in ("20261121T132154Z", "20261201T211032Z", "20261201T212724Z")
 ]
+# Quick sweeps of unchanged code on two H200 machines (two cards, two sessions): the runs
+# results/h200/baseline.csv is built from; and a run on each machine with the slowed GEMV plugin
+# (tests/plugins/slowed_gemv.py: every Triton GEMV call runs ~10% longer).
+BASELINE_RUNS = [
+    ROOT / "results" / "h200" / name
+    for name in (
+        "20261202T011653Z",
+        "20261202T011736Z",
+        "20261202T013329Z",
+        "20261202T013434Z",
+        "20261202T013512Z",
+    )  # fmt: skip
+]
+SLOWED_RUNS = [
+    ROOT / "results" / "h200" / name for name in ("20261202T011818Z", "20261202T013556Z")
+]
 
 
 def rec(case, t, spread=0.01, gpu="G", impl="triton"):
@@ -69,3 +85,27 @@ def test_committed_runs_flag_nothing_against_their_baseline_and_a_slowdown_is_ca
     # Caught on most of its cases (a case whose runs' spreads overlap the slowed one stays
     # "same" by the spread rule), and nothing outside the slowed kernel is flagged.
     assert flagged <= decode and len(flagged) >= 0.75 * len(decode)
+
+
+def test_each_baseline_run_held_out_flags_nothing_and_the_slowed_gemv_runs_flag_only_it():
+    """Leave one out: the baseline of the other runs judges the run left out (another session,
+    one of them on another card) and fails none of its cases. The two runs with the slowed
+    plugin are flagged on every Triton GEMV case and on nothing else."""
+    runs = [load_results(p) for p in BASELINE_RUNS]
+    for i, run in enumerate(runs):
+        others = build(runs[:i] + runs[i + 1 :])
+        assert exit_code(compare(others, run)) == 0, BASELINE_RUNS[i].name
+    baseline = build(runs)
+    gemv = {r.case for r in baseline if r.impl == "triton" and r.op == "gemv"}
+    for path in SLOWED_RUNS:
+        verdicts = {(c.case, c.impl): c.verdict for c in compare(baseline, load_results(path))}
+        flagged = {key for key, v in verdicts.items() if v != "same"}
+        assert flagged == {(case, "triton") for case in gemv}, path.name
+        assert {verdicts[(case, "triton")] for case in gemv} == {"slower"}
+
+
+def test_the_committed_baseline_is_built_from_the_baseline_runs():
+    built = build([load_results(p) for p in BASELINE_RUNS])
+    committed = load_results(ROOT / "results" / "h200" / "baseline.csv")
+    key = lambda r: (r.case, r.impl, r.dtype, r.op)  # noqa: E731
+    assert {key(r): r.measured_s for r in committed} == {key(r): r.measured_s for r in built}

@@ -21,16 +21,17 @@ def pair(compiler, config=None, **random):
     return base, compile_with(base.with_backend(COMPILE), compiler)
 
 
-def run_phases(model, batch=2, n=6, steps=3):
-    """Prefill, `steps` ragged decode steps and a naive step: logits of each, and the cache."""
+def run_phases(model, batch=2, n=6, steps=3, device="cpu"):
+    """Prefill, `steps` ragged decode steps and a naive step: logits of each, and the cache
+    (tokens and lengths on `device`, the model's)."""
     model.allocate_cache(batch, n + steps)
-    out = [model.prefill(tokens(batch, n))]
-    context = lens([n, n - 2][:batch])
+    out = [model.prefill(tokens(batch, n).to(device))]
+    context = lens([n, n - 2][:batch]).to(device)
     for s in range(steps):
-        out.append(model.decode_step(tokens(batch, 1, seed=s + 1), context))
+        out.append(model.decode_step(tokens(batch, 1, seed=s + 1).to(device), context))
         context.add_(1)
     cache = model.cache.kv.clone()
-    out.append(model.naive_step(tokens(batch, n + 1, seed=9)))
+    out.append(model.naive_step(tokens(batch, n + 1, seed=9).to(device)))
     return out, cache
 
 
@@ -77,8 +78,8 @@ def test_inductor_bf16_matches_the_torch_backend():
     config = tiny(hidden_size=256, num_heads=4, num_kv_heads=2, intermediate_size=512, layers=2)
     base, compiled = pair("inductor", config, device="cuda", dtype=torch.bfloat16)
     torch.manual_seed(0)
-    expected, cache = run_phases(base)
-    got, got_cache = run_phases(compiled)
+    expected, cache = run_phases(base, device="cuda")
+    got, got_cache = run_phases(compiled, device="cuda")
     for e, g in zip(expected, got, strict=True):
         assert (g.float() - e.float()).norm() <= 2e-2 * e.float().norm()
     assert (got_cache.float() - cache.float()).norm() <= 2e-2 * cache.float().norm()

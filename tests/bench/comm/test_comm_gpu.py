@@ -9,7 +9,9 @@ import sys
 import pytest
 import torch
 
+from roofbench.bench.comm.cases import sizes
 from roofbench.bench.core.records import read_records
+from roofbench.theory import comm
 
 pytestmark = pytest.mark.gpu
 
@@ -36,12 +38,18 @@ def test_nccl_sweep_is_correct_timed_and_observed_on_every_gpu(gpus, tmp_path):
     rows = read_records(folder / "records.csv")
     measured = [r for r in rows if r.status == "ok"]
     assert not [r for r in rows if r.status == "failed"], [r.reason for r in rows]
-    assert len(measured) >= 4 * 9  # at least all but send/recv at 1 rank
+    # Every collective at every size of the quick sweep up to 64 MiB; send/recv needs two ranks.
+    collectives = [c for c in comm.COLLECTIVES if gpus > 1 or c != "send_recv"]
+    assert len(measured) == len(collectives) * len(sizes("quick", 2**26))
     for r in measured:
         assert r.max_abs_err == 0 and r.method == "events" and r.gpus == gpus
         assert r.sm_clock_mhz is not None and r.power_w is not None  # NVML of the GPUs
     if gpus > 1:
         assert meta["datasheet_link"]["bandwidth_bytes_per_s"] > 0
-        big = [r for r in measured if r.op == "comm_all_reduce" and r.bytes == 2**26]
-        # 64 MiB all-reduce: a bus bandwidth above 10% and below 110% of the calibrated link.
+        big = [
+            r
+            for r in measured
+            if r.op == "comm_all_reduce" and r.bytes == max(sizes("quick", 2**26))
+        ]
+        # The largest all-reduce: a bus bandwidth above 10% and below 110% of the link.
         assert 0.1 < big[0].roof_fraction < 1.1
