@@ -37,7 +37,7 @@ torch decode attention gets the lengths as a device tensor and builds a key mask
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from roofbench.theory import ops
 from roofbench.theory.llm import ModelConfig
@@ -68,6 +68,17 @@ def _calls(impl: Impl, fn) -> bool:
     return impl.fn is fn or getattr(impl.fn, "__wrapped__", None) is fn
 
 
+def plan_key(impl: str, case_id: str) -> str:
+    """The key a step's op call is recorded under: e.g. "triton:gemv/m1_n6144_k4096/bf16"."""
+    return f"{impl}:{case_id}"
+
+
+def step_plans(kernels: Sequence[StepKernel]) -> dict[str, str]:
+    """The plan text (`LaunchPlan.describe`) of each op call of a step's kernels, by its key:
+    what a model run records, and `step_kernels(..., plans=)` reads back."""
+    return {k.plan_key: k.plan.describe() for k in kernels if k.plan_key and k.plan is not None}
+
+
 def decoder_plan(impl: Impl, case) -> LaunchPlan | None:
     """The plan of one call of `impl` from the decoder: the implementation's own, less the copy
     into `out` (and the partial bytes it shares with the vendor's kernel) that a reference makes
@@ -82,8 +93,15 @@ def decoder_plan(impl: Impl, case) -> LaunchPlan | None:
 class _Step:
     """Collects a step's kernels."""
 
-    def __init__(self, config: ModelConfig, impls: dict[str, str], dtype: str):
+    def __init__(
+        self,
+        config: ModelConfig,
+        impls: dict[str, str],
+        dtype: str,
+        plans: Mapping[str, str] | None = None,
+    ):
         self.config, self.dtype = config, dtype
+        self.plans = plans or {}
         self.impls = {op: catalog.get_impl(op, name) for op, name in impls.items()}
         self.size = ops.dtype_bytes(dtype)
         self.kernels: list[StepKernel] = []
@@ -95,8 +113,10 @@ class _Step:
     def op(self, name: str, kind: str, op: str, count: int, **shape) -> Impl:
         impl = self.impls[op]
         case = catalog.make_case(op, dtype=self.dtype, **shape)
-        plan = decoder_plan(impl, case)
-        self.kernels.append(StepKernel(name, kind, case.work(), plan, count, op))
+        key = plan_key(impl.name, case.id)
+        text = self.plans.get(key)
+        plan = LaunchPlan.parse(text) if text else decoder_plan(impl, case)
+        self.kernels.append(StepKernel(name, kind, case.work(), plan, count, op, plan_key=key))
         return impl
 
     def linear(self, name: str, rows: int, n: int, k: int, bias: bool, count: int, kind=None):
@@ -123,12 +143,16 @@ def step_kernels(
     seq: int = 512,
     dtype: str = "bf16",
     max_seq: int | None = None,
+    plans: Mapping[str, str] | None = None,
 ) -> tuple[StepKernel, ...]:
     """The kernels of one step of the decoder on `backend`: `phase` "prefill" (`seq` prompt
     tokens per sequence, K and V cached), "naive" (the same forward, no cache) or "decode" (one
     token per sequence over `seq` cached ones, the cache holding `max_seq` positions: seq + 1
-    by default, as a model run allocates it). Raises ValueError for an unknown phase, backend
-    or a size the ops refuse, and NotDeclared (a ValueError) for the "compile" backend."""
+    by default, as a model run allocates it). `plans`: plan texts by `plan_key` (a model run's
+    record, `step_plans`), used for those op calls instead of asking the implementations now
+    (whose tuned choices depend on the process that ran them). Raises ValueError for an
+    unknown phase, backend or a size the ops refuse, and NotDeclared (a ValueError) for the
+    "compile" backend."""
     if phase not in PHASES:
         raise ValueError(f"phase must be one of {', '.join(PHASES)}, got {phase!r}")
     if batch <= 0 or seq <= 0:
@@ -136,7 +160,7 @@ def step_kernels(
     if backend == COMPILE:
         raise NotDeclared(f"the {COMPILE} backend's step is not declared (inductor's kernels)")
     cfg, layers = config, config.num_layers
-    step = _Step(cfg, resolve_backend(backend), dtype)
+    step = _Step(cfg, resolve_backend(backend), dtype, plans)
     if backend == FUSED:
         return _fused_kernels(step, phase, batch, seq, max_seq)
     e, h, d = step.size, cfg.hidden_size, cfg.head_dim

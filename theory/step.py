@@ -74,6 +74,10 @@ class StepKernel:
     call: str = ""
     origin: str = "decoder"
     source: str = "declared"
+    # The op call the plan belongs to ("impl:case id"), for an op's kernels: a model run
+    # records each key's plan as it ran (a tuned choice depends on the process), so that the
+    # step can be predicted again later from what was recorded.
+    plan_key: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

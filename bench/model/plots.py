@@ -178,8 +178,11 @@ def step_shares(points: Sequence[StepPoint], model: str, impl: str) -> list[tupl
 
 def step_figure(points: Sequence[StepPoint], model: str) -> Figure:
     """Where a decode step goes: per backend, stacked bars of the predicted terms as shares of
-    the measured time, the unexplained rest hatched on top (1 = the measured time)."""
-    impls = list(dict.fromkeys(p.record.impl for p in points if p.record.op == "tbt"))
+    the measured time, the unexplained rest hatched on top (1 = the measured time). A backend
+    whose step is not declared (torch.compile's) has no panel."""
+    impls = list(
+        dict.fromkeys(p.record.impl for p in points if p.record.op == "tbt" and p.prediction)
+    )
     fig = Figure(figsize=(11, 2.2 + 2.6 * max(1, len(impls))))
     colors = dict(zip(BREAKDOWN, _palette(len(BREAKDOWN)), strict=True))
     for row, impl in enumerate(impls or [""]):

@@ -67,6 +67,7 @@ from roofbench.bench.model.points import (
     slug,
     sweep_points,
 )
+from roofbench.bench.model.step_report import record_step_plans
 from roofbench.kernels.llama import PRESETS, backend_label, resolve_backend
 from roofbench.theory import llm
 from roofbench.theory.llm import ModelConfig
@@ -307,6 +308,9 @@ def _measure(
 
         def write(record: Record) -> None:
             writer.write(record)
+            # The plans the kernel-by-kernel tier reads back, kept if the run dies later.
+            if meta.get("calibration") and record_step_plans(meta, record):
+                write_meta(folder, meta)
             if record.op != "gate":
                 count["n"] += 1
                 line = progress_line(record)

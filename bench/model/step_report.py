@@ -2,8 +2,10 @@
 the sum of the kernels its decoder launches (`kernels.llama_plan` declares them, `theory.step`
 sums the tiered model over them), next to the measured time and the phase roofline.
 
-Built from a run's records, run.json and a calibration (`theory.tiers.Calibration`): the
-summary holds this section when run.json carries a calibration; `roofbench report DIR --retier
+Built from a run's records, run.json and a calibration (`theory.tiers.Calibration`); the plans
+of the ops' calls are the ones run.json's `step_plans` recorded as the run measured (a tuned
+choice is the process's), or for a run without them, as declared now. The summary holds this
+section when run.json carries a calibration; `roofbench report DIR --retier
 --calibration FILE` prints it for any model run (the committed ones too), writing nothing.
 """
 
@@ -19,7 +21,7 @@ from roofbench.bench.core.text import NONE, fmt, markdown_table, median, quantil
 from roofbench.bench.model.index import configs_of, measured_s, model_of
 from roofbench.bench.model.points import DTYPE, RECORDS_CSV, slug
 from roofbench.kernels.llama import parse_backend
-from roofbench.kernels.llama_plan import NotDeclared, step_kernels
+from roofbench.kernels.llama_plan import NotDeclared, step_kernels, step_plans
 from roofbench.theory.roofline import Roof
 from roofbench.theory.step import BREAKDOWN, StepPrediction, predict_step
 from roofbench.theory.tiers import Calibration
@@ -80,7 +82,13 @@ def step_points(records: Sequence[Record], meta: dict, cal: Calibration) -> list
         if key not in done:
             try:
                 kernels = step_kernels(
-                    config, parse_backend(r.impl), PHASE_OF_OP[r.op], r.batch, r.seq, DTYPE
+                    config,
+                    parse_backend(r.impl),
+                    PHASE_OF_OP[r.op],
+                    r.batch,
+                    r.seq,
+                    DTYPE,
+                    plans=meta.get("step_plans"),
                 )
                 done[key] = (predict_step(kernels, cal, datasheet), "")
             except NotDeclared as err:
@@ -89,6 +97,28 @@ def step_points(records: Sequence[Record], meta: dict, cal: Calibration) -> list
                 done[key] = (None, str(err.args[0]) if err.args else str(err))
         points.append(StepPoint(r, *done[key]))
     return points
+
+
+def record_step_plans(meta: dict, record: Record) -> bool:
+    """Add the plans of `record`'s step, as this process declares them now (right after the
+    point ran: the tuned choices it ran with), to run.json's `step_plans`; a plan recorded
+    before for the same op call is kept. Nothing for a point without a declared step. Returns
+    whether a plan was added."""
+    configs = {slug(c.name): c for c in configs_of(meta).values()}
+    config = configs.get(model_of(record))
+    if record.op not in PHASE_OF_OP or config is None or not measured_s(record):
+        return False
+    phase = PHASE_OF_OP[record.op]
+    try:
+        kernels = step_kernels(
+            config, parse_backend(record.impl), phase, record.batch, record.seq, DTYPE
+        )
+    except ValueError:  # NotDeclared (compile), or an implementation this process lacks
+        return False
+    recorded = meta.setdefault("step_plans", {})
+    new = {k: v for k, v in step_plans(kernels).items() if k not in recorded}
+    recorded.update(new)
+    return bool(new)
 
 
 def _pct(value: float | None) -> str:

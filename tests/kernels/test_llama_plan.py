@@ -19,7 +19,7 @@ from torch.overrides import TorchFunctionMode
 from roofbench.kernels import catalog
 from roofbench.kernels.decode_attention import decode_attention_reference
 from roofbench.kernels.llama import Llama
-from roofbench.kernels.llama_plan import decoder_plan, step_kernels
+from roofbench.kernels.llama_plan import decoder_plan, step_kernels, step_plans
 from roofbench.theory.hardware import get_gpu
 from roofbench.theory.llm import MODELS, ModelConfig
 from roofbench.theory.roofline import Roof
@@ -366,3 +366,22 @@ def test_the_fused_backend_launches_fewer_kernels_and_is_predicted_faster(phase,
     cal = Calibration.from_dict(json.loads(CALIBRATION.read_text())["calibration"])
     roof = Roof.from_spec(get_gpu("h200"))
     assert predict_step(fused, cal, roof).time_s < predict_step(ours, cal, roof).time_s
+
+
+def test_recorded_plans_are_read_back_instead_of_declared_again():
+    """A model run records each op call's plan as it ran (`step_plans`); the report predicts the
+    step from those, whatever the implementations would declare in another process."""
+    config = MODELS["llama3-8b"].with_layers(2)
+    kernels = step_kernels(config, "triton", "decode", 4, 512)
+    recorded = step_plans(kernels)
+    gemv = [key for key in recorded if key.startswith("triton:gemv/")]
+    assert gemv and all(":" in key for key in recorded)
+    again = step_kernels(config, "triton", "decode", 4, 512, plans=recorded)
+    assert [k.plan for k in again] == [k.plan for k in kernels]
+    # A plan recorded with another split (as another process's tuner might have run it).
+    key = gemv[0]
+    split = next(k.plan for k in kernels if k.plan_key == key)
+    other = "2 kernels: gemv grid 4x8x1 tile 4x64x128 split 8 partial 1; sum_splits grid 1 tile 8"
+    changed = step_kernels(config, "triton", "decode", 4, 512, plans={**recorded, key: other})
+    used = next(k.plan for k in changed if k.plan_key == key)
+    assert used != split and used.launches == 2 and used.kernels[0].splits == 8

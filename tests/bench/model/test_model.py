@@ -425,6 +425,9 @@ def test_measuring_path_end_to_end_with_fakes(which, tmp_path, monkeypatch):
     summary = (folder / pts.SUMMARY_MD).read_text()
     assert "## Correctness gate" in summary and "Fake GPU" in summary
     assert "## Kernel by kernel" in summary  # the run carries a calibration
+    # The plans each measured step ran with, recorded for the report to read back.
+    assert meta["step_plans"] and all(k.startswith("torch:") for k in meta["step_plans"])
+    assert any(k.startswith("torch:gemv/") for k in meta["step_plans"])
     # The decode steps of batch <= 16 against their byte floor (fake time 2 ms each).
     base = ModelConfig(**meta["configs"]["base"])
     read = meta["calibration"]["calibration"]["read_bytes_per_s"]

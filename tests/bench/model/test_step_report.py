@@ -34,13 +34,21 @@ def test_every_measured_point_of_a_committed_run_is_predicted_kernel_by_kernel(f
     records, meta = _load(folder)
     points = step_points(records, meta, CAL)
     measured = [p for p in points if p.measured_s and p.record.op in ("ttft", "tbt")]
-    assert measured and all(p.prediction is not None for p in measured)
-    for p in measured:
+    # Every backend's step is predicted but torch.compile's, whose kernels inductor generates.
+    undeclared = [p for p in measured if not p.declared]
+    assert {p.record.impl for p in undeclared} <= {"compile"}
+    assert all(p.prediction is None and "not declared" in p.reason for p in undeclared)
+    declared = [p for p in measured if p.declared]
+    assert declared and all(p.prediction is not None for p in declared)
+    for p in declared:
         pred = p.prediction
         assert sum(pred.breakdown.values()) == pytest.approx(pred.time_s, rel=1e-9)
         assert p.error == pytest.approx(p.measured_s / pred.time_s - 1)
-        # Hundreds of kernels: at least one launch floor each, more than the phase roofline's one.
-        assert pred.launches > 10 * meta["layers"]
+        # Hundreds of kernels: at least one launch floor each, more than the phase roofline's
+        # one (per layer: 13 and more unfused; 9 fused: two norms, four projections, rotary
+        # with the KV append, attention, SiLU x up).
+        per_layer = 8 if p.record.impl == "fused" else 10
+        assert pred.launches > per_layer * meta["layers"]
         assert pred.breakdown["launch"] >= pred.launches * CAL.launch_s * (1 - 1e-9)
 
 
@@ -53,7 +61,7 @@ def test_the_retier_section_quotes_both_tiers_errors(folder):
             key = (p.record.case.split("/")[0], p.record.impl, p.record.op)
             groups.setdefault(key, []).append(p)
     lines = retier_lines(folder, DOC)
-    assert lines[0] == "## Kernel by kernel" and len(groups) >= 4
+    assert lines[0] == "## Kernel by kernel" and groups
     for (model, impl, op), group in groups.items():
         kernel = statistics.median(abs(p.error) for p in group)
         roof = statistics.median(abs(p.roofline_error) for p in group)
@@ -110,17 +118,18 @@ def test_where_a_decode_step_goes_adds_up_to_the_measured_time(folder):
     records, meta = _load(folder)
     points = step_points(records, meta, CAL)
     model = next(p.record.case.split("/")[0] for p in points if p.record.op == "tbt")
+    declared = [impl for impl in meta["backends"] if impl != "compile"]
     for impl in meta["backends"]:
         bars = step_shares(points, model, impl)
         measured = [
             p
             for p in points
             if p.record.op == "tbt" and p.record.impl == impl and p.measured_s
-            if p.record.case.startswith(model + "/")
+            if p.record.case.startswith(model + "/") and impl in declared
         ]
-        assert len(bars) == len(measured) > 0
+        assert len(bars) == len(measured) and (bars or impl not in declared)
         for _, shares in bars:
             assert sum(shares[t] for t in BREAKDOWN) + shares["unexplained"] == pytest.approx(1)
             assert all(shares[t] >= 0 for t in BREAKDOWN)
     fig = step_figure(points, model)
-    assert len(fig.axes) == len(meta["backends"])
+    assert len(fig.axes) == len(declared)  # no empty panel for torch.compile's backend
