@@ -179,21 +179,32 @@ def plan(batch: int, kv_heads: int, s_max: int, sms: int) -> dict:
 
 
 def launch_plan(
-    batch: int, heads: int, kv_heads: int, s_max: int, head_dim: int, sms: int
+    batch: int,
+    heads: int,
+    kv_heads: int,
+    s_max: int,
+    head_dim: int,
+    sms: int,
+    element_size: int = 2,
 ) -> LaunchPlan:
     """The kernels `decode_attention` launches: pass 1 on a (B*Hkv, splits) grid, and with more
     than one split the combine pass, which reads back the fp32 partial outputs and log-sum-exps
-    (B * Hq * splits * (D + 1) * 4 bytes, written by pass 1)."""
+    (B * Hq * splits * (D + 1) * 4 bytes, written by pass 1). A pass-1 program keeps its K and
+    V blocks of every pipeline stage in flight: 2 * BLOCK_N * D * element_size * num_stages."""
     p = plan(batch, kv_heads, s_max, sms)
     splits = p["num_splits"]
     block_h = max(16, triton.next_power_of_2(heads // kv_heads))
     tile = (block_h, p["BLOCK_N"], head_dim)
+    inflight = 2.0 * p["BLOCK_N"] * head_dim * element_size * p["num_stages"]
     if splits == 1:
-        return LaunchPlan((KernelLaunch("decode_split", (batch * kv_heads, 1), tile),))
+        grid = (batch * kv_heads, 1)
+        return LaunchPlan((KernelLaunch("decode_split", grid, tile, inflight_bytes=inflight),))
     partial = 4.0 * batch * heads * splits * (head_dim + 1)
     return LaunchPlan(
         (
-            KernelLaunch("decode_split", (batch * kv_heads, splits), tile, splits, partial),
+            KernelLaunch(
+                "decode_split", (batch * kv_heads, splits), tile, splits, partial, inflight
+            ),
             KernelLaunch("decode_combine", (batch * heads,), (head_dim,), 1, partial),
         )
     )

@@ -177,15 +177,18 @@ def geometry(m: int, n: int, k: int, element_size: int, sms: int, config=None) -
 
 def launch_plan(m: int, n: int, k: int, element_size: int, sms: int) -> LaunchPlan:
     """The kernels `gemv` launches for [m, k] x [n, k]^T: the GEMV kernel, and with split-K the
-    pass that sums the fp32 partials (split_k * m * n * 4 bytes written, then read)."""
+    pass that sums the fp32 partials (split_k * m * n * 4 bytes written, then read). A GEMV
+    program keeps the weight and activation tiles of every pipeline stage in flight:
+    (BLOCK_N + BLOCK_M) * BLOCK_K * element_size * num_stages."""
     g = geometry(m, n, k, element_size, sms)
     tile = (g.block_m, g.block_n, g.block_k)
+    inflight = float((g.block_n + g.block_m) * g.block_k * element_size * g.params["num_stages"])
     if g.split_k == 1:
-        return LaunchPlan((KernelLaunch("gemv", g.grid, tile),))
+        return LaunchPlan((KernelLaunch("gemv", g.grid, tile, inflight_bytes=inflight),))
     partial = 4.0 * g.split_k * m * n
     return LaunchPlan(
         (
-            KernelLaunch("gemv", g.grid, tile, g.split_k, partial),
+            KernelLaunch("gemv", g.grid, tile, g.split_k, partial, inflight),
             KernelLaunch("sum_splits", (triton.cdiv(m * n, SUM_BLOCK),), (SUM_BLOCK,), 1, partial),
         )
     )

@@ -17,13 +17,16 @@ class KernelLaunch:
     """One kernel of a plan. `grid`: programs (CTAs) per grid dimension; `tile`: the block shape
     one program computes (e.g. BLOCK_M, BLOCK_N, BLOCK_K); `splits`: how many programs share one
     output tile's reduction (split-K, split-KV); `partial_bytes`: bytes of partial results this
-    kernel writes to HBM for a later kernel (or reads from an earlier one)."""
+    kernel writes to HBM for a later kernel (or reads from an earlier one); `inflight_bytes`: the
+    bytes of loads one program keeps in flight (its tiles of one pipeline stage times the
+    stages), 0 where the kernel does not declare it (a library's)."""
 
     name: str
     grid: tuple[int, ...] = ()
     tile: tuple[int, ...] = ()
     splits: int = 1
     partial_bytes: float = 0.0
+    inflight_bytes: float = 0.0
 
     @property
     def programs(self) -> int:
@@ -43,6 +46,8 @@ class KernelLaunch:
             parts.append(f"split {self.splits}")
         if self.partial_bytes:
             parts.append(f"partial {self.partial_bytes:.0f}")
+        if self.inflight_bytes:
+            parts.append(f"inflight {self.inflight_bytes:.0f}")
         return " ".join(parts)
 
     @classmethod
@@ -57,6 +62,8 @@ class KernelLaunch:
                 fields["splits"] = int(value)
             elif key == "partial":
                 fields["partial_bytes"] = float(value)
+            elif key == "inflight":
+                fields["inflight_bytes"] = float(value)
         return cls(**fields)
 
 

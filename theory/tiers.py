@@ -16,10 +16,9 @@ formula and where it comes from):
   by how busy the timing method keeps the GPU (`duty`, `compute_rate`).
 - T5 tiles and waves: the whole tiles a kernel executes (edge tiles of a GEMM, the causal
   diagonal of attention), their schedule on the SMs (`makespan_s`), the read bandwidth its
-  number of programs reaches (`concurrency_s`, where the calibration probed it), and for
-  attention one exp2
-  per executed score on the special-function unit, in series with the tensor cores unless the
-  plan declares them overlapped (`exp_s`).
+  programs' bytes in flight reach (`concurrency_s`, where the calibration probed it and the plan
+  declares them), and for attention one exp2 per executed score on the special-function unit, in
+  series with the tensor cores unless the plan declares them overlapped (`exp_s`).
 - T6 the per-score ALU work an implementation declares in its plan (`alu_s`).
 
 Parameters come only from the calibration (`roofbench calibrate`: microbenchmarks of this GPU),
@@ -43,9 +42,10 @@ from roofbench.theory.roofline import Roof
 # Bumped when a tier's formula changes, so a committed run's tiers are reproduced only by the
 # model that wrote them (run.json's tiers_model; runs without it are model 1).
 # 2: a fixed cost per kernel of the plan, from the calibration's probed curve; T5's memory side
-# (the bandwidth a grid of few programs reaches) where the calibration probed it (none of the
-# model-2 runs committed so far did, so they reproduce unchanged).
-MODEL_VERSION = 2
+# (the bandwidth a grid of few programs reaches) where the calibration probed it.
+# 3: that bandwidth from the bytes in flight (programs x the bytes each declares in flight),
+# not from the programs alone; a kernel that declares none is charged no such term.
+MODEL_VERSION = 3
 TIERS = ("T0", "T1", "T2", "T3", "T4", "T5", "T6")
 TERMS = ("launch", "fixed", "writeback", "memory", "compute", "exp", "alu")
 # Without a measured fixed-cost curve (calibrations older than the probe), a kernel's fixed cost
@@ -122,25 +122,43 @@ def fixed_s(bytes_moved: float, cal: Calibration) -> float:
     return curve_value(cal.fixed_bytes, cal.fixed_excess_s, bytes_moved)
 
 
-def read_bandwidth(programs: int, cal: Calibration) -> float:
-    """Bytes per second a streaming read spread over `programs` programs (CTAs) reaches: the
-    calibration's concurrency probe (a read kernel of as many programs, each streaming its own
-    range), linear in log(programs) between the probed counts, each program at the rate it had
-    alone below the smallest count, and never above the read roof. A kernel of few programs
-    keeps few loads in flight, and Little's law caps its bandwidth at bytes in flight / DRAM
-    latency; a decode step's kernels of 8-64 programs sit there. The read roof from the
-    largest probed count on (the probe reaches it with a few programs per SM), where the curve
-    was not probed, or where the grid is not known (programs 0).
+def probe_inflight_bytes(cal: Calibration) -> float:
+    """Bytes one program of the concurrency probe keeps in flight, by Little's law: its rate
+    alone times one DRAM round trip with the bus nearly idle, cta_read_bytes_per_s[0] /
+    cta_programs[0] * dram_latency_s (0 where the curve was not probed)."""
+    if not cal.cta_programs:
+        return 0.0
+    return cal.cta_read_bytes_per_s[0] / cal.cta_programs[0] * cal.dram_latency_s
+
+
+def read_bandwidth(programs: int, cal: Calibration, inflight_bytes: float = 0.0) -> float:
+    """Bytes per second a streaming read of `programs` programs (CTAs), each keeping
+    `inflight_bytes` of loads in flight, reaches.
+
+    Little's law: a read's bandwidth is the bytes in flight across the GPU over the round-trip
+    latency, up to the read roof. The calibration's concurrency probe measured bandwidth
+    against bytes in flight: P programs of `probe_inflight_bytes` each. A kernel sits at the
+    probe's point of equal bytes in flight, P_eq = programs x inflight_bytes /
+    probe_inflight_bytes: linear in log(P_eq) between the probed counts, proportional to P_eq
+    below the smallest, the read roof from the largest on. The read roof (no term) where the
+    curve was not probed, or the kernel declares no grid or no bytes in flight (a library's
+    kernels: their pipelines are not known here).
+
+    On an H200 the probe's programs kept ~6.6 KB in flight each (20 GB/s alone, 0.33 us round
+    trip); our split-KV decode's 128 programs keep 96-192 KiB each and read at the roof, which a
+    curve in programs alone (2.2 TB/s at 128 programs) missed by up to 2x (model 2).
     """
-    counts, rates = cal.cta_programs, cal.cta_read_bytes_per_s
-    if not counts or programs <= 0:
+    per_probe = probe_inflight_bytes(cal)
+    if programs <= 0 or inflight_bytes <= 0 or per_probe <= 0:
         return cal.read_bytes_per_s
-    if programs < counts[0]:
-        rate = rates[0] * programs / counts[0]
-    elif programs >= counts[-1]:
+    counts, rates = cal.cta_programs, cal.cta_read_bytes_per_s
+    equivalent = programs * inflight_bytes / per_probe
+    if equivalent < counts[0]:
+        rate = rates[0] * equivalent / counts[0]
+    elif equivalent >= counts[-1]:
         rate = cal.read_bytes_per_s
     else:
-        rate = curve_value(counts, rates, programs)
+        rate = curve_value(counts, rates, equivalent)
     return min(rate, cal.read_bytes_per_s)
 
 
@@ -281,12 +299,14 @@ def alu_s(scores: float, ops_per_score: float, cal: Calibration) -> float:
 
 
 def concurrency_s(cost: OpCost, plan: LaunchPlan | None, cal: Calibration) -> float:
-    """The read time a plan's main kernel adds for having too few programs to fill the bus:
-    bytes read / read_bandwidth(its programs) - bytes read / read roof (0 without a grid)."""
-    programs = plan.main.programs if plan is not None else 0
-    if programs <= 0 or not cost.bytes_read:
+    """The read time a plan's main kernel adds for keeping too few bytes in flight to fill the
+    bus: bytes read / read_bandwidth(its programs, their bytes in flight) - bytes read / read
+    roof (0 without a declared grid and bytes in flight)."""
+    if plan is None or not cost.bytes_read:
         return 0.0
-    return cost.bytes_read / read_bandwidth(programs, cal) - cost.bytes_read / cal.read_bytes_per_s
+    main = plan.main
+    bandwidth = read_bandwidth(main.programs, cal, main.inflight_bytes)
+    return cost.bytes_read / bandwidth - cost.bytes_read / cal.read_bytes_per_s
 
 
 # --- the tiers ---------------------------------------------------------------------------------

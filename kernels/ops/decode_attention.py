@@ -186,8 +186,10 @@ def with_host_lengths(fn):
 
 
 def _triton_plan(case: DecodeAttentionCase):
+    size = torch.empty(0, dtype=case.torch_dtype).element_size()
+    sms = num_sms(default_device())
     return _decode.launch_plan(
-        case.batch, case.heads, case.kv_heads, case.s_max, case.head_dim, num_sms(default_device())
+        case.batch, case.heads, case.kv_heads, case.s_max, case.head_dim, sms, size
     )
 
 

@@ -121,28 +121,50 @@ CTA = dataclasses.replace(
 )
 
 
+PROBE_INFLIGHT = 0.4e12 / 8 * CAL.dram_latency_s  # a probe program's rate alone x latency
+
+
 @pytest.mark.parametrize(
     "programs,expected",
     [(0, 4.5e12), (1, 0.05e12), (4, 0.2e12), (8, 0.4e12), (16, 0.4e12 + 1.6e12 / 3),
      (64, 2.0e12), (256, 2.0e12 + 2.4e12 * 2 / 3), (512, 4.5e12), (10_000, 4.5e12)],
 )  # fmt: skip
-def test_the_bandwidth_of_few_programs_follows_the_probed_curve(programs, expected):
-    # Below 8 programs each streams at its lone rate (50 GB/s); 16 is a third of the way from 8
-    # to 64 in log2; from the largest count on, the read roof.
-    assert tiers.read_bandwidth(programs, CTA) == pytest.approx(expected)
-    assert tiers.read_bandwidth(programs, CAL) == CAL.read_bytes_per_s  # not probed
+def test_the_bandwidth_follows_the_probed_curve_in_bytes_in_flight(programs, expected):
+    # Programs keeping what a probe program keeps in flight sit on the probe's curve: below 8
+    # programs each streams at its lone rate (50 GB/s); 16 is a third of the way from 8 to 64
+    # in log2; from the largest count on, the read roof.
+    assert tiers.probe_inflight_bytes(CTA) == pytest.approx(PROBE_INFLIGHT)
+    assert tiers.read_bandwidth(programs, CTA, PROBE_INFLIGHT) == pytest.approx(expected)
+    # Half the programs with twice the bytes in flight each: the same bytes in flight, the same
+    # bandwidth (Little's law).
+    if programs >= 2 and programs % 2 == 0:
+        half = tiers.read_bandwidth(programs // 2, CTA, 2 * PROBE_INFLIGHT)
+        assert half == pytest.approx(expected)
+    assert tiers.read_bandwidth(programs, CAL, PROBE_INFLIGHT) == CAL.read_bytes_per_s  # no probe
+    assert tiers.read_bandwidth(programs, CTA) == CTA.read_bytes_per_s  # none declared
 
 
-def test_a_grid_of_few_programs_reads_slower_at_t5_only():
+def test_a_grid_keeping_few_bytes_in_flight_reads_slower_at_t5_only():
     work = Work(OpCost(flops=0, bytes_=8e6, bytes_written=0.0))
-    few = plan(KernelLaunch("gemv", grid=(8, 1)))
+    few = plan(KernelLaunch("gemv", grid=(8, 1), inflight_bytes=PROBE_INFLIGHT))
     extra = 8e6 / 0.4e12 - 8e6 / 4.5e12
     assert tiers.concurrency_s(work.cost, few, CTA) == pytest.approx(extra)
     assert tiers.concurrency_s(work.cost, plan(KernelLaunch("gemv")), CTA) == 0.0  # no grid
+    # 8 programs of 64 x the probe's bytes in flight fill the bus like 512 probe programs.
+    deep = plan(KernelLaunch("gemv", grid=(8, 1), inflight_bytes=64 * PROBE_INFLIGHT))
+    assert tiers.concurrency_s(work.cost, deep, CTA) == pytest.approx(0.0, abs=1e-15)
+    undeclared = plan(KernelLaunch("gemv", grid=(8, 1)))  # a library's kernel: no term
+    assert tiers.concurrency_s(work.cost, undeclared, CTA) == 0.0
     slow, plain = (tiers.predict(work, cal, DATASHEET, "graph", few) for cal in (CTA, CAL))
     assert slow.tiers["T4"] == pytest.approx(plain.tiers["T4"])
     assert slow.tiers["T5"] - plain.tiers["T5"] == pytest.approx(extra)
     assert slow.terms["memory"] == pytest.approx(plain.terms["memory"] + extra)
+
+
+def test_a_plans_bytes_in_flight_survive_its_text():
+    launch = KernelLaunch("decode_split", (8, 16), (16, 128, 128), 16, 4096.0, 196608.0)
+    assert "inflight 196608" in launch.describe()
+    assert KernelLaunch.parse(launch.describe()) == launch
 
 
 def test_the_fixed_curve_survives_a_json_round_trip():
