@@ -418,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
         message = err.args[0] if err.args and readable else str(err)
         print(f"roofbench {args.command}: error: {one_line(message)}", file=sys.stderr)
         return EXIT_USAGE
-    except Exception as err:
+    except BaseException as err:
         from roofbench.bench.sweep.run import Interrupted
 
         if isinstance(err, Interrupted):

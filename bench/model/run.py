@@ -68,6 +68,7 @@ from roofbench.bench.model.points import (
     sweep_points,
 )
 from roofbench.bench.model.step_report import record_step_plans
+from roofbench.bench.sweep.run import interruptible
 from roofbench.kernels.llama import PRESETS, backend_label, resolve_backend
 from roofbench.theory import llm
 from roofbench.theory.llm import ModelConfig
@@ -214,10 +215,11 @@ def run_model(
     else:
         deadline = None if time_budget_s is None else began + time_budget_s
         try:
-            _measure(
-                folder, meta, tasks, specs, identity, deadline, console, time_cap_s, gpm,
-                calibration,
-            )  # fmt: skip
+            with interruptible():  # SIGTERM too, not only Ctrl-C, ends with the report written
+                _measure(
+                    folder, meta, tasks, specs, identity, deadline, console, time_cap_s, gpm,
+                    calibration,
+                )  # fmt: skip
         except BaseException:
             # Interrupted or broken beyond one point: report what was written, then re-raise.
             meta["interrupted"] = True

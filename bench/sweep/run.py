@@ -54,8 +54,10 @@ def run_folder(out: str | os.PathLike, gpu: GpuSpec, started: datetime, prefix: 
     return unique_folder(Path(out) / gpu.slug, prefix + started.strftime("%Y%m%dT%H%M%SZ"))
 
 
-class Interrupted(Exception):  # noqa: N818 - a signal, not an error
-    """SIGINT or SIGTERM arrived; `code` is the shell's exit code for it (130 or 143)."""
+class Interrupted(BaseException):  # noqa: N818 - a signal, not an error
+    """SIGINT or SIGTERM arrived; `code` is the shell's exit code for it (130 or 143). A
+    BaseException, as KeyboardInterrupt is: a handler that keeps a sweep going past one broken
+    case (`except Exception`) must not swallow it and measure on."""
 
     def __init__(self, signum: int):
         self.signum, self.code = signum, 128 + signum

@@ -149,3 +149,24 @@ def measure_on_cpu(case, impl):
     from roofbench.bench.core import measure
 
     return measure.measure(case, impl, CTX, "cpu")
+
+
+def test_a_signal_during_a_case_stops_the_sweep_instead_of_failing_the_case(monkeypatch):
+    """A SIGTERM that lands while a case is timed is not "one broken case" to record and move
+    past: it leaves measure() so the sweep can write what it has and exit 143."""
+    import signal
+
+    from roofbench.bench.core import measure
+    from roofbench.bench.sweep.run import Interrupted
+
+    def interrupted(*args, **kwargs):
+        raise Interrupted(signal.SIGTERM)
+
+    monkeypatch.setattr(measure, "time_case", interrupted)
+    monkeypatch.setattr(measure, "choose_timer", interrupted)
+    case = make_case("gemv", m=1, n=64, k=128, dtype="fp32")
+    with pytest.raises(Interrupted):
+        measure_on_cpu(case, "triton")
+    # A case that breaks is still recorded and the sweep goes on.
+    monkeypatch.setattr(measure, "time_case", lambda *a, **k: 1 / 0)
+    assert measure_on_cpu(case, "triton").reason.startswith("raised ZeroDivisionError")
