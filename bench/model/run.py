@@ -215,10 +215,10 @@ def run_model(
     else:
         deadline = None if time_budget_s is None else began + time_budget_s
         try:
-            with interruptible():  # SIGTERM too, not only Ctrl-C, ends with the report written
+            with interruptible() as stop:  # SIGTERM too, not only Ctrl-C: the report written
                 _measure(
                     folder, meta, tasks, specs, identity, deadline, console, time_cap_s, gpm,
-                    calibration,
+                    calibration, stop,
                 )  # fmt: skip
         except BaseException:
             # Interrupted or broken beyond one point: report what was written, then re-raise.
@@ -263,9 +263,20 @@ def _cuda_device():
 
 
 def _measure(
-    folder, meta, tasks, specs, identity, deadline, console, time_cap_s, gpm, calibration=None
+    folder,
+    meta,
+    tasks,
+    specs,
+    identity,
+    deadline,
+    console,
+    time_cap_s,
+    gpm,
+    calibration=None,
+    stop=None,
 ) -> None:
-    """Ceilings, then every task, each record flushed as it is made."""
+    """Ceilings, then every task, each record flushed as it is made (none after `stop`, the
+    StopFlag of `interruptible`, caught a signal)."""
     import torch
 
     from roofbench.bench.core.ceilings import (
@@ -309,6 +320,8 @@ def _measure(
         count = {"n": 0}
 
         def write(record: Record) -> None:
+            if stop is not None:
+                stop.check()  # a signal a point swallowed still ends the run, its row unwritten
             writer.write(record)
             # The plans the kernel-by-kernel tier reads back, kept if the run dies later.
             if meta.get("calibration") and record_step_plans(meta, record):

@@ -64,12 +64,32 @@ class Interrupted(BaseException):  # noqa: N818 - a signal, not an error
         super().__init__(signal.Signals(signum).name)
 
 
+class StopFlag:
+    """The signal `interruptible` caught, if any; `check` raises Interrupted once it has."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def check(self) -> None:
+        if self.signum is not None:
+            raise Interrupted(self.signum)
+
+
 @contextlib.contextmanager
 def interruptible():
     """SIGINT and SIGTERM raise Interrupted inside the block (so the rows written are kept and
-    the summary written); the previous handlers come back after it."""
+    the summary written), and are remembered in the StopFlag it yields; the previous handlers
+    come back after it.
+
+    The exception lands at whatever line runs when the signal arrives, and a library may turn
+    it into an error of its own there (a CPU test saw the case then recorded as "raised
+    AttributeError"), which the case's own error handling records and moves past. So a loop
+    calls `check()` after each case: a signal that was swallowed still stops it there, and the
+    case it cut is not written."""
+    flag = StopFlag()
 
     def handler(signum, frame):
+        flag.signum = signum
         raise Interrupted(signum)
 
     old = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -78,7 +98,7 @@ def interruptible():
         for sig in old:
             signal.signal(sig, handler)
     try:
-        yield
+        yield flag
     finally:
         if installed:
             for sig, previous in old.items():
@@ -324,7 +344,7 @@ def measure_sweep(
     device = torch.device("cuda", torch.cuda.current_device())
     written = 0
     try:
-        with interruptible(), RecordWriter(folder / "records.csv") as writer:
+        with interruptible() as stop, RecordWriter(folder / "records.csv") as writer:
             if ceilings is not None:
                 ctx.identity["timestamp"] = meta["started"]
                 for record in ceiling_records(ceilings, ctx):
@@ -332,6 +352,7 @@ def measure_sweep(
             for index, (case, impl) in enumerate(todo, 1):
                 ctx.identity["timestamp"] = utc_now()
                 record = measure(case, impl, ctx, device)
+                stop.check()  # a signal the case swallowed still ends the run, its row unwritten
                 writer.write(record)
                 written = index
                 console.print(f"[{index}/{len(todo)}] {progress_line(record)}", highlight=False)

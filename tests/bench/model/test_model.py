@@ -367,18 +367,15 @@ TINY_SWEEPS = {
 }
 
 
-@pytest.mark.parametrize("which", list(TINY_SWEEPS))
-def test_measuring_path_end_to_end_with_fakes(which, tmp_path, monkeypatch):
-    """run_model's GPU path on a tiny config: ceilings, gate, every point timed (fake timer) or
-    skipped for memory, then the report; the torch backend runs on the CPU in bf16. A sweep of
-    decode points alone builds and gates no MHA twin, and its report still renders."""
+def _fake_gpu_run(tmp_path, monkeypatch, sweep, time=_fake_time):
+    """A tiny config.json and run_model's GPU path faked around it (CUDA, ceilings, telemetry,
+    the timer, the calibration); returns (config path, calibration document)."""
     from roofbench.bench.core import ceilings
 
     config = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
               "num_key_value_heads": 2, "intermediate_size": 96, "vocab_size": 97}  # fmt: skip
     (tmp_path / "tiny").mkdir()
     (tmp_path / "tiny" / "config.json").write_text(json.dumps(config))
-    sweep = TINY_SWEEPS[which]
     monkeypatch.setitem(pts.SWEEPS, "tiny", sweep)
     free = {"bytes": 10**12}
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -389,7 +386,7 @@ def test_measuring_path_end_to_end_with_fakes(which, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free["bytes"], 80e9))
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
     monkeypatch.setattr(bm, "_cuda_device", lambda: torch.device("cpu"))
-    monkeypatch.setattr(mm, "_time", _fake_time)
+    monkeypatch.setattr(mm, "_time", time)
     monkeypatch.setattr("roofbench.bench.core.telemetry.Telemetry", _FakeTelemetry)
     fake = ceilings.Ceilings(copy_gbps=3000, read_gbps=3100, matmul_tflops=700, launch_s=5e-6)
     monkeypatch.setattr(ceilings, "measure_ceilings", lambda **kwargs: fake)
@@ -402,7 +399,16 @@ def test_measuring_path_end_to_end_with_fakes(which, tmp_path, monkeypatch):
         "roofbench.bench.core.calibrate.load_or_calibrate", lambda path, tel, console: doc
     )
 
-    path = tmp_path / "tiny" / "config.json"
+    return tmp_path / "tiny" / "config.json", doc
+
+
+@pytest.mark.parametrize("which", list(TINY_SWEEPS))
+def test_measuring_path_end_to_end_with_fakes(which, tmp_path, monkeypatch):
+    """run_model's GPU path on a tiny config: ceilings, gate, every point timed (fake timer) or
+    skipped for memory, then the report; the torch backend runs on the CPU in bf16. A sweep of
+    decode points alone builds and gates no MHA twin, and its report still renders."""
+    sweep = TINY_SWEEPS[which]
+    path, doc = _fake_gpu_run(tmp_path, monkeypatch, sweep)
     folder = bm.run_model(str(path), None, "tiny", tmp_path / "out", backends=("torch",),
                           console=quiet())  # fmt: skip
     records = read_records(folder / pts.RECORDS_CSV)
@@ -434,3 +440,34 @@ def test_measuring_path_end_to_end_with_fakes(which, tmp_path, monkeypatch):
     floor = llm.decode_floor_s(base, 8, 1, read)
     assert "## Decode step against its byte floor" in summary
     assert f"| 1 | 8 | {floor * 1e3:.3g} | {2e-3 / floor:.3f} |" in summary
+
+
+def test_a_sigterm_keeps_the_points_measured_and_writes_the_report(tmp_path, monkeypatch):
+    """A SIGTERM during the second timed point (b4 c8; b1 c32 is skipped for memory): what
+    was written before it is kept, run.json says the run was interrupted, the summary is
+    written, and Interrupted (exit 143) leaves run_model."""
+    import os
+    import signal
+
+    from roofbench.bench.sweep.run import Interrupted
+
+    timed = []
+
+    def time_then_stop(fn, graph, rule):
+        timed.append(1)
+        if len(timed) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return _fake_time(fn, graph, rule)
+
+    sweep = TINY_SWEEPS["decode only"]
+    path, _ = _fake_gpu_run(tmp_path, monkeypatch, sweep, time=time_then_stop)
+    with pytest.raises(Interrupted) as stop:
+        bm.run_model(str(path), None, "tiny", tmp_path / "out", backends=("torch",),
+                     console=quiet())  # fmt: skip
+    assert stop.value.code == 143
+    (folder,) = (tmp_path / "out").glob("*/*")
+    kept = [(r.case.split("/")[-1], r.status) for r in read_records(folder / pts.RECORDS_CSV)
+            if r.op in pts.PHASES]  # fmt: skip
+    assert kept == [("b1_c8", "ok"), ("b1_c32", "skipped")]
+    assert json.loads((folder / "run.json").read_text())["interrupted"]
+    assert "## TBT (decode step)" in (folder / pts.SUMMARY_MD).read_text()

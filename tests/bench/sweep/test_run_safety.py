@@ -117,9 +117,12 @@ def test_the_recorded_commit_is_roofbenchs_not_the_current_directorys(tmp_path, 
     assert identity.versions()["roofbench"] == identity.version() != ""
 
 
-def test_sigterm_keeps_the_rows_writes_the_summary_and_exits_143(tmp_path, monkeypatch):
+@pytest.mark.parametrize("swallowed", [False, True], ids=["raised", "swallowed by the case"])
+def test_sigterm_keeps_the_rows_writes_the_summary_and_exits_143(swallowed, tmp_path, monkeypatch):
     """The measuring loop on the CPU with the CUDA pieces faked: a SIGTERM after the second
-    measurement leaves both rows, run.json says interrupted, and the summary is written."""
+    measurement leaves both rows, run.json says interrupted, and the summary is written. Also
+    when the case's own error handling swallows the signal's exception and returns a row (as a
+    library turning it into an error of its own would make happen): that row is not written."""
     import torch
 
     from roofbench.bench.core import ceilings, measure
@@ -155,7 +158,12 @@ def test_sigterm_keeps_the_rows_writes_the_summary_and_exits_143(tmp_path, monke
     def fake_measure(case, impl, ctx, device):
         calls.append(case.id)
         if len(calls) == 3:
-            os.kill(os.getpid(), signal.SIGTERM)
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+            except BaseException:
+                if not swallowed:
+                    raise
+                return measure.base_record(case, impl, ctx)  # a row the run must not write
         record = measure.base_record(case, impl, ctx)
         stats = TimingStats.from_times([2 * record.predicted_s] * 5, "graph")
         return measure.fill_timing(record, stats, ctx.measured_roof)
