@@ -419,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"roofbench {args.command}: error: {one_line(message)}", file=sys.stderr)
         return EXIT_USAGE
     except BaseException as err:
-        from roofbench.bench.sweep.run import Interrupted
+        from roofbench.bench.core.signals import Interrupted
 
         if isinstance(err, Interrupted):
             print(f"roofbench {args.command}: interrupted ({err})", file=sys.stderr)

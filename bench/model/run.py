@@ -51,6 +51,7 @@ from roofbench.bench.core.identity import (
     write_meta,
 )
 from roofbench.bench.core.records import Record, RecordWriter, progress_line
+from roofbench.bench.core.signals import interruptible
 from roofbench.bench.model.measure import MIN_SAMPLES, MeasureContext, ModelBench
 from roofbench.bench.model.points import (
     DTYPE,
@@ -68,7 +69,6 @@ from roofbench.bench.model.points import (
     sweep_points,
 )
 from roofbench.bench.model.step_report import record_step_plans
-from roofbench.bench.sweep.run import interruptible
 from roofbench.kernels.llama import PRESETS, backend_label, resolve_backend
 from roofbench.theory import llm
 from roofbench.theory.llm import ModelConfig

@@ -7,10 +7,7 @@ holds the predictions only, and the summary says that measuring needs a GPU.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,6 +29,7 @@ from roofbench.bench.core.records import (
     progress_line,
     read_records,
 )
+from roofbench.bench.core.signals import Interrupted, interruptible  # noqa: F401 - re-exported
 from roofbench.bench.sweep import plot, report, tiers_report
 from roofbench.bench.sweep.ncu import read_ncu, run_ncu
 from roofbench.kernels import catalog, registry
@@ -52,57 +50,6 @@ def no_gpu_note(gpu: GpuSpec) -> str:
 def run_folder(out: str | os.PathLike, gpu: GpuSpec, started: datetime, prefix: str = "") -> Path:
     """A new folder out/<gpu-slug>/<prefix><UTC time> (unique: see identity.unique_folder)."""
     return unique_folder(Path(out) / gpu.slug, prefix + started.strftime("%Y%m%dT%H%M%SZ"))
-
-
-class Interrupted(BaseException):  # noqa: N818 - a signal, not an error
-    """SIGINT or SIGTERM arrived; `code` is the shell's exit code for it (130 or 143). A
-    BaseException, as KeyboardInterrupt is: a handler that keeps a sweep going past one broken
-    case (`except Exception`) must not swallow it and measure on."""
-
-    def __init__(self, signum: int):
-        self.signum, self.code = signum, 128 + signum
-        super().__init__(signal.Signals(signum).name)
-
-
-class StopFlag:
-    """The signal `interruptible` caught, if any; `check` raises Interrupted once it has."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-
-    def check(self) -> None:
-        if self.signum is not None:
-            raise Interrupted(self.signum)
-
-
-@contextlib.contextmanager
-def interruptible():
-    """SIGINT and SIGTERM raise Interrupted inside the block (so the rows written are kept and
-    the summary written), and are remembered in the StopFlag it yields; the previous handlers
-    come back after it.
-
-    The exception lands at whatever line runs when the signal arrives, and a library may turn
-    it into an error of its own there (a CPU test saw the case then recorded as "raised
-    AttributeError"), which the case's own error handling records and moves past. So a loop
-    calls `check()` after each case: a signal that was swallowed still stops it there, and the
-    case it cut is not written."""
-    flag = StopFlag()
-
-    def handler(signum, frame):
-        flag.signum = signum
-        raise Interrupted(signum)
-
-    old = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    installed = threading.current_thread() is threading.main_thread()
-    if installed:
-        for sig in old:
-            signal.signal(sig, handler)
-    try:
-        yield flag
-    finally:
-        if installed:
-            for sig, previous in old.items():
-                signal.signal(sig, previous)
 
 
 def check_resume(folder: Path, sweep: str, gpu_name: str | None) -> dict:

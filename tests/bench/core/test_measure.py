@@ -157,7 +157,7 @@ def test_a_signal_during_a_case_stops_the_sweep_instead_of_failing_the_case(monk
     import signal
 
     from roofbench.bench.core import measure
-    from roofbench.bench.sweep.run import Interrupted
+    from roofbench.bench.core.signals import Interrupted
 
     def interrupted(*args, **kwargs):
         raise Interrupted(signal.SIGTERM)

@@ -449,7 +449,7 @@ def test_a_sigterm_keeps_the_points_measured_and_writes_the_report(tmp_path, mon
     import os
     import signal
 
-    from roofbench.bench.sweep.run import Interrupted
+    from roofbench.bench.core.signals import Interrupted
 
     timed = []
 
