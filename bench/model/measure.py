@@ -14,6 +14,7 @@ from roofbench.bench.core.measure import fill_telemetry, fill_timing
 from roofbench.bench.core.records import Record
 from roofbench.bench.model.gate import GateResult, gate, gate_record
 from roofbench.bench.model.points import DTYPE, Point, Task, fit_reason, fits, need_bytes
+from roofbench.kernels.llama import COMPILE
 from roofbench.theory.llm import ModelConfig
 from roofbench.theory.roofline import Roof
 
@@ -159,6 +160,8 @@ class ModelBench:
             self.models = f"out of memory building the weights: {str(err).splitlines()[0]}"
             return
         self.models = {label: first.with_backend(spec) for label, spec in self.specs.items()}
+        if COMPILE in self.models:  # minutes of silence otherwise
+            self.console.print(f"[dim]gating; {COMPILE} compiles the gate's shapes first[/]")
         self.gates = gate(self.models)
         for result in self.gates.values():
             self.write(gate_record(config, result, self.ctx.identity))
@@ -178,6 +181,12 @@ class ModelBench:
         if not verdict.ok:
             why = f"gate: {verdict.reason}"
             return dataclasses.replace(record, status="failed", reason=why, rel_err=verdict.rel_err)
+        if task.backend == COMPILE:
+            p = task.point
+            self.console.print(
+                f"[dim]{COMPILE}: compiling the {p.op} step at batch {p.batch}, length {p.seq} "
+                "(not timed)[/]"
+            )
         return measure_point(self.models[task.backend], task.point, record, self.ctx)
 
     def close(self) -> None:
