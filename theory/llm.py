@@ -182,6 +182,37 @@ _BASE = {
 }
 MODELS: dict[str, ModelConfig] = {**_BASE, **{f"{k}-mha": m.with_mha() for k, m in _BASE.items()}}
 
+# Two other Llama-family decoders, built from the fields of their published config.json: Qwen2
+# 0.5B (under 1B parameters, where launches weigh most; q/k/v bias, tied embeddings, head_dim 64,
+# a GQA group of 7) and Phi-3 mini 4k (head_dim 96, MHA). Random weights: the shapes are what
+# the suite needs, and a GPU host here has no registry to fetch a config from.
+HF_CONFIGS: dict[str, dict] = {
+    "qwen2-0.5b": {
+        "model_type": "qwen2",
+        "hidden_size": 896,
+        "intermediate_size": 4864,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 14,
+        "num_key_value_heads": 2,
+        "vocab_size": 151936,
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 1000000.0,
+        "tie_word_embeddings": True,
+    },
+    "phi3-mini": {
+        "model_type": "phi3",
+        "hidden_size": 3072,
+        "intermediate_size": 8192,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 32,
+        "vocab_size": 32064,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0,
+        "tie_word_embeddings": False,
+    },
+}
+
 
 def from_hf_config(config: dict, name: str = "hf-model", where: str = "config.json") -> ModelConfig:
     """A ModelConfig from the fields of a Hugging Face `config.json` (a Llama-family decoder:
@@ -192,9 +223,12 @@ def from_hf_config(config: dict, name: str = "hf-model", where: str = "config.js
 
 
 def load_model(name_or_path: str) -> ModelConfig:
-    """A built-in model by name, or a Hugging Face config.json by path."""
+    """A built-in model by name (MODELS, or one of HF_CONFIGS), or a Hugging Face config.json
+    by path."""
     if name_or_path in MODELS:
         return MODELS[name_or_path]
+    if name_or_path in HF_CONFIGS:
+        return from_hf_config(HF_CONFIGS[name_or_path], name=name_or_path)
     path = Path(name_or_path)
     if path.suffix == ".json" or path.exists():
         try:
@@ -209,7 +243,8 @@ def load_model(name_or_path: str) -> ModelConfig:
             raise ValueError(f"{path} does not hold a JSON object")
         return from_hf_config(config, name=path.parent.name or path.stem, where=str(path))
     raise KeyError(
-        f"unknown model {name_or_path!r} (built in: {', '.join(MODELS)}; or a config.json)"
+        f"unknown model {name_or_path!r} (built in: {', '.join([*MODELS, *HF_CONFIGS])}; "
+        "or a config.json)"
     )
 
 

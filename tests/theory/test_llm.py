@@ -237,3 +237,16 @@ def test_the_decode_floor_is_the_steps_bytes_at_the_read_roof():
     assert decode_floor_s(model, 512, 16, 4.0e12) > floor  # 16 caches, the same weights
     with pytest.raises(ValueError, match="positive"):
         decode_floor_s(model, 512, 1, 0.0)
+
+
+@pytest.mark.parametrize(
+    "name,params,head_dim,group", [("qwen2-0.5b", 0.494e9, 64, 7), ("phi3-mini", 3.821e9, 96, 1)]
+)
+def test_the_built_in_non_llama_configs_have_their_published_sizes(name, params, head_dim, group):
+    # Qwen2-0.5B and Phi-3-mini as published: 0.49B and 3.8B parameters.
+    model = load_model(name)
+    assert model.name == name and model.params == pytest.approx(params, rel=2e-3)
+    assert model.head_dim == head_dim and model.num_heads // model.num_kv_heads == group
+    assert model.has_qkv_bias == (name == "qwen2-0.5b")
+    with pytest.raises(KeyError, match="qwen2-0.5b"):
+        load_model("no-such-model")  # the error lists them among the built-ins
