@@ -78,12 +78,14 @@ def test_torch_backend_matches_float64_prefill_and_decode(family, decoder_refere
         context += 1
 
 
+@pytest.mark.parametrize("backend", ["triton", "fused"])
 @pytest.mark.parametrize("family", CONFIGS)
-def test_triton_backend_matches_float64_in_the_interpreter(family, decoder_reference):
+def test_triton_backend_matches_float64_in_the_interpreter(family, backend, decoder_reference):
     """fp32 under the interpreter: GEMV projections (2 rows), GEMM (18 rows), flash prefill and
-    split-KV decode attention at the family's head_dim and group."""
+    split-KV decode attention at the family's head_dim and group; on "fused" also the fused
+    norms, rotary + KV append (with Qwen2's q/k/v bias) and SiLU x up."""
     cfg = from_hf_config({**CONFIGS[family], "num_hidden_layers": 1})
-    model = Llama.random(cfg, "triton", seed=torch.randint(0, 2**31, ()).item())
+    model = Llama.random(cfg, backend, seed=torch.randint(0, 2**31, ()).item())
     toks = fresh_tokens(2, 10)
     want = decoder_reference(cfg, model.weights, toks)
     model.allocate_cache(2, 10)
@@ -94,10 +96,11 @@ def test_triton_backend_matches_float64_in_the_interpreter(family, decoder_refer
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("family", CONFIGS)
-def test_both_backends_match_float64_in_bf16_on_the_gpu(family, decoder_reference):
+def test_every_backend_matches_float64_in_bf16_on_the_gpu(family, decoder_reference):
     cfg = from_hf_config(CONFIGS[family])
     torch_model = Llama.random(cfg, "torch", device="cuda", dtype=torch.bfloat16)
     toks = fresh_tokens(2, 33).cuda()
     want = decoder_reference(cfg, torch_model.weights, toks)
-    for model in (torch_model, torch_model.with_backend("triton")):
-        assert close(model.prefill(toks), want[:, -1], 3e-2)
+    for backend in ("torch", "triton", "fused"):
+        model = torch_model.with_backend(backend)
+        assert close(model.prefill(toks), want[:, -1], 3e-2), backend
