@@ -24,6 +24,9 @@ from roofbench.theory.plan import KernelLaunch, LaunchPlan
 from roofbench.theory.tiers import Work, output_tiles
 
 TILE = re.compile(r"(?<![0-9])(\d{2,3})x(\d{2,3})x(\d{2,3})(?![0-9])")
+# FlashAttention 2's kernels name their block shape in a template: Flash_fwd_kernel_traits<
+# head dim, BLOCK_M, BLOCK_N, warps, ...> (its kernel_traits.h).
+FLASH_TRAITS = re.compile(r"Flash_fwd_kernel_traits<\s*(\d+),\s*(\d+),\s*(\d+),")
 NAME_CHARS = re.compile(r"[^A-Za-z0-9_]+")
 MAX_NAME = 60
 
@@ -47,9 +50,16 @@ def short_name(name: str) -> str:
 
 
 def name_tile(name: str) -> tuple[int, ...]:
-    """The first AxBxC block shape in a kernel's name, or ()."""
+    """The first AxBxC block shape in a kernel's name, else FlashAttention 2's traits as
+    (BLOCK_M, BLOCK_N, head dim), or ()."""
     match = TILE.search(name)
-    return tuple(int(g) for g in match.groups()) if match else ()
+    if match:
+        return tuple(int(g) for g in match.groups())
+    flash = FLASH_TRAITS.search(name)
+    if flash:
+        head_dim, block_m, block_n = (int(g) for g in flash.groups())
+        return (block_m, block_n, head_dim)
+    return ()
 
 
 def confirmed_tile(work: Work, tile: tuple[int, ...], programs: int) -> tuple[tuple, int]:

@@ -45,6 +45,19 @@ def test_the_tile_is_the_first_block_shape_in_the_name():
     assert name_tile(COPY) == ()
 
 
+FLASH = (
+    "void flash_fwd_kernel<Flash_fwd_kernel_traits<128, 128, 64, 4, 0, 0, bfloat16_t, "
+    "Flash_kernel_traits<128, 128, 64, 4, bfloat16_t>>, 0, 1, 0, 0, 1, 1, 0, 0>(Flash_fwd_params)"
+)  # as Nsight Compute named SDPA's flash prefill on an H200
+
+
+def test_flash_attention_2s_traits_give_its_tile_and_the_grid_confirms_it():
+    assert name_tile(FLASH) == (128, 64, 128)  # BLOCK_M 128, BLOCK_N 64, head dim 128
+    case = make_case("prefill_attention", batch=8, seq=512, heads=32, kv_heads=8, head_dim=128)
+    # SDPA's flash prefill at b8 s512 launched a 4 x 8 x 32 grid: 512 / 128 query blocks.
+    assert confirmed_tile(case.work(), name_tile(FLASH), 4 * 8 * 32) == ((128, 64, 128), 1)
+
+
 def test_the_grid_must_confirm_the_tile_in_one_orientation():
     work = make_case("gemm", m=256, n=1024, k=4096).work()
     # cuBLAS's 64x128 runs 64 over our N and 128 over our M: 2 x 16 = 32 tiles.
