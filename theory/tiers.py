@@ -15,10 +15,11 @@ formula and where it comes from):
 - T4 + power: the compute rate between the burst and the sustained (power-capped) matmul peak,
   by how busy the timing method keeps the GPU (`duty`, `compute_rate`).
 - T5 tiles and waves: the whole tiles a kernel executes (edge tiles of a GEMM, the causal
-  diagonal of attention), their schedule on the SMs (`makespan_s`), the read bandwidth its
-  programs' bytes in flight reach (`concurrency_s`, where the calibration probed it and the plan
-  declares them), and for attention one exp2 per executed score on the special-function unit, in
-  series with the tensor cores unless the plan declares them overlapped (`exp_s`).
+  diagonal of attention, a decode tile's rows beyond the GQA group it holds), their schedule
+  on the SMs (`makespan_s`), the read bandwidth its programs' bytes in flight reach
+  (`concurrency_s`, where the calibration probed it and the plan declares them), and for
+  attention one exp2 per executed score on the special-function unit, in series with the
+  tensor cores unless the plan declares them overlapped (`exp_s`).
 - T6 the per-score ALU work an implementation declares in its plan (`alu_s`).
 
 Parameters come only from the calibration (`roofbench calibrate`: microbenchmarks of this GPU),
@@ -61,7 +62,8 @@ class Work:
 
     kind "matmul": C[m, n] = A[m, k] W[n, k]^T; "attention": batch x heads query rows q_len
     each over kv_len keys of head_dim (causal: query i of the last q_len sees kv_len - q_len + i
-    + 1 keys); "stream": anything else (only its bytes and flops count).
+    + 1 keys), `kv_heads` K/V heads (0: as many as heads) shared by groups of heads; "stream":
+    anything else (only its bytes and flops count).
     """
 
     cost: OpCost
@@ -75,6 +77,12 @@ class Work:
     kv_len: int = 0
     head_dim: int = 0
     causal: bool = False
+    kv_heads: int = 0
+
+    @property
+    def group(self) -> int:
+        """Query heads per K/V head (1 without GQA)."""
+        return self.heads // self.kv_heads if self.kv_heads else 1
 
     def __post_init__(self) -> None:
         if self.kind not in ("matmul", "attention", "stream"):
@@ -235,10 +243,15 @@ def makespan_s(item_times_s: list[float], workers: int) -> float:
 
 def output_tiles(work: Work, block_m: int, block_n: int) -> int:
     """Programs a one-program-per-tile grid launches: ceil(M / BM) x ceil(N / BN) output tiles
-    of a GEMM; for attention, ceil(q_len / BM) query blocks per (batch, head)."""
+    of a GEMM; for attention, ceil(q_len / BM) query blocks per (batch, head); for decode (one
+    query) ceil(group / BM) blocks per (batch, K/V head): a group's query heads are the rows
+    of one tile, as our split-KV kernel, cuDNN's and FlashAttention 2's decode grids show (a
+    grid of batch x K/V heads programs, each split of the keys one more)."""
     if work.kind == "matmul":
         return math.ceil(work.m / block_m) * math.ceil(work.n / block_n)
     if work.kind == "attention":
+        if work.q_len == 1:
+            return math.ceil(work.group / block_m) * work.batch * (work.kv_heads or work.heads)
         return math.ceil(work.q_len / block_m) * work.batch * work.heads
     raise ValueError(f"{work.kind} work has no output tiles")
 
@@ -258,15 +271,26 @@ def matmul_items(work: Work, plan: LaunchPlan | None) -> tuple[list[float], floa
 
 
 def attention_items(work: Work, plan: LaunchPlan | None) -> list[float] | None:
-    """Scores computed per work item (one query block of one head): whole BLOCK_M x BLOCK_N
-    tiles up to the causal diagonal, where the plan declares its tile and there is more than one
-    query. None otherwise: the exact pairs are then spread evenly over the SMs (`scores`), since
-    an undeclared schedule is not ours to quantise (a decode kernel splits the keys, a vendor's
-    prefill its query blocks)."""
+    """Scores computed per work item, where the plan declares its tile; None otherwise, and the
+    exact pairs are then spread evenly over the SMs (`scores`): an undeclared schedule is not
+    ours to quantise.
+
+    Prefill (q_len > 1): one query block of one head per item, whole BLOCK_M x BLOCK_N tiles up
+    to the causal diagonal. Decode (one query): one item per (batch, K/V head, block of the
+    group's heads, split of the keys), each BLOCK_M x BLOCK_N x ceil(kv_len / (splits x
+    BLOCK_N)) scores: the tile's rows are computed whole however few heads the group fills
+    (FlashAttention 2's 128 rows for a group of 4 run 32x the exact scores on the tensor cores
+    and the exp unit)."""
     tile = plan.main.tile if plan is not None else ()
-    if len(tile) < 2 or work.q_len <= 1:
+    if len(tile) < 2 or work.q_len < 1:
         return None
     bm, bn = tile[0], tile[1]
+    if work.q_len == 1:
+        if not work.kv_heads:
+            return None
+        splits = max(1, plan.main.splits)
+        per_item = float(bm * bn * math.ceil(work.kv_len / (splits * bn)))
+        return [per_item] * (output_tiles(work, bm, bn) * splits)
     offset = work.kv_len - work.q_len  # queries are the last q_len positions
     items = []
     for block in range(math.ceil(work.q_len / bm)):

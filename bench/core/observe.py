@@ -72,6 +72,8 @@ def confirmed_tile(work: Work, tile: tuple[int, ...], programs: int) -> tuple[tu
         candidates = [(tile[1], tile[0]), (tile[0], tile[1])]
     elif work.kind == "attention" and work.q_len > 1:
         candidates = [(tile[0], tile[1]), (tile[1], tile[0])]
+    elif work.kind == "attention" and work.kv_heads:  # decode: a group's heads are the rows
+        candidates = [(tile[0], tile[1])]
     else:
         return (), 1
     counts = [output_tiles(work, bm, bn) for bm, bn in candidates]

@@ -109,6 +109,7 @@ class DecodeAttentionCase(OpCase):
             "attention",
             batch=self.batch,
             heads=self.heads,
+            kv_heads=self.kv_heads,
             q_len=1,
             kv_len=mean,
             head_dim=self.head_dim,

@@ -79,6 +79,7 @@ class PrefillAttentionCase(OpCase):
             "attention",
             batch=self.batch,
             heads=self.heads,
+            kv_heads=self.kv_heads,
             q_len=self.seq,
             kv_len=self.seq,
             head_dim=self.head_dim,

@@ -246,6 +246,24 @@ def test_decode_executes_one_score_per_cached_key(attn_plan):
     assert tiers.scores(work) == 1000.0 * 12
 
 
+def test_decode_tiles_hold_a_groups_heads_and_are_computed_whole():
+    """FlashAttention 2's decode at batch 16, 32 query / 8 K/V heads: a 128-row tile per K/V
+    head holds the group's 4 heads and is computed whole; two splits of the keys each."""
+    gqa = dataclasses.replace(decode(16, 32, 8, 8192, 128), kv_heads=8)
+    assert gqa.group == 4 and tiers.output_tiles(gqa, 128, 64) == 16 * 8
+    flash = plan(KernelLaunch("fwd_splitkv", grid=(1, 2, 128), tile=(128, 64, 128), splits=2))
+    items = tiers.attention_items(gqa, flash)
+    assert items == [128.0 * 64 * (8192 // (2 * 64))] * (128 * 2)
+    assert sum(items) == pytest.approx(32 * tiers.scores(gqa))  # 128 rows for 4 heads
+    # The executed tiles cost the tensor cores and the exp unit 32x what the exact pairs do.
+    exact = predict(gqa, "graph", None, 0.0)
+    tiled = predict(gqa, "graph", flash, 0.0)
+    assert tiled.terms["exp"] > 10 * exact.terms["exp"]
+    assert tiled.tiers["T5"] > exact.tiers["T5"] and tiled.tiers["T4"] == exact.tiers["T4"]
+    # Without K/V heads the decode's tiles are not placed (the keys are spread evenly).
+    assert tiers.attention_items(decode(16, 32, 8, 8192, 128), flash) is None
+
+
 def test_an_undeclared_schedule_spreads_the_scores_over_every_sm():
     """Batch 1 with 2 heads must not run on 2 SMs of 132 when nothing declares so."""
     work = prefill(1, 2, 2, 4096, 128)

@@ -58,6 +58,21 @@ def test_flash_attention_2s_traits_give_its_tile_and_the_grid_confirms_it():
     assert confirmed_tile(case.work(), name_tile(FLASH), 4 * 8 * 32) == ((128, 64, 128), 1)
 
 
+@pytest.mark.parametrize(
+    "batch,tile,grid,splits",
+    [(16, (128, 64, 128), (1, 2, 128), 2),  # FlashAttention 2's split-KV at batch 16
+     (1, (16, 128, 128), (8, 8, 1), 8),  # cuDNN's decode at batch 1, context 1024
+     (16, (16, 128, 128), (1, 8, 16), 1)],  # and at batch 16
+)  # fmt: skip
+def test_a_decode_grid_of_batch_by_kv_heads_confirms_the_tile_and_its_splits(
+    batch, tile, grid, splits
+):
+    case = make_case("decode_attention", batch=batch, seq=1024, heads=32, kv_heads=8, head_dim=128)
+    programs = grid[0] * grid[1] * grid[2]
+    assert confirmed_tile(case.work(), tile, programs) == (tile, splits)
+    assert confirmed_tile(case.work(), tile, programs + 1) == ((), 1)
+
+
 def test_the_grid_must_confirm_the_tile_in_one_orientation():
     work = make_case("gemm", m=256, n=1024, k=4096).work()
     # cuBLAS's 64x128 runs 64 over our N and 128 over our M: 2 x 16 = 32 tiles.
