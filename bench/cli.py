@@ -168,7 +168,7 @@ def _add_compare(sub) -> None:
 
 def _add_model(sub) -> None:
     from roofbench.bench.model.points import SWEEPS
-    from roofbench.bench.model.run import BACKENDS
+    from roofbench.bench.model.run import ALL_PRESETS
 
     p = sub.add_parser(
         "model",
@@ -193,8 +193,8 @@ def _add_model(sub) -> None:
     )
     p.add_argument(
         "--backends",
-        type=names_of(BACKENDS),
-        help="presets only (the older spelling of --impls triton,torch)",
+        type=names_of(ALL_PRESETS),
+        help=f"presets only ({','.join(ALL_PRESETS)}; the older spelling of --impls)",
     )
     _add_plugin(p)
     p.add_argument(

@@ -69,12 +69,13 @@ from roofbench.bench.model.points import (
     sweep_points,
 )
 from roofbench.bench.model.step_report import record_step_plans
-from roofbench.kernels.llama import PRESETS, backend_label, resolve_backend
+from roofbench.kernels.llama import COMPILE, FUSED, PRESETS, backend_label, resolve_backend
 from roofbench.theory import llm
 from roofbench.theory.llm import ModelConfig
 from roofbench.theory.roofline import Roof
 
-BACKENDS = PRESETS  # the default; parse_impls also takes "fused" and "compile" (COMPILE)
+BACKENDS = PRESETS  # the default
+ALL_PRESETS = (*PRESETS, FUSED, COMPILE)  # every whole-decoder backend a name stands for
 
 
 def parse_impls(text: str) -> tuple[str | dict[str, str], ...]:

@@ -471,3 +471,15 @@ def test_a_sigterm_keeps_the_points_measured_and_writes_the_report(tmp_path, mon
     assert kept == [("b1_c8", "ok"), ("b1_c32", "skipped")]
     assert json.loads((folder / "run.json").read_text())["interrupted"]
     assert "## TBT (decode step)" in (folder / pts.SUMMARY_MD).read_text()
+
+
+def test_backends_takes_every_preset_and_refuses_another(tmp_path, capsys):
+    from roofbench.bench.cli import main
+
+    args = ["model", "--model", "phi3-mini", "--sweep", "decode", "--out", str(tmp_path)]
+    assert main([*args, "--backends", "fused,compile"]) == 0
+    (run,) = (tmp_path / "predicted").glob("*/*")
+    assert json.loads((run / "run.json").read_text())["backends"] == ["fused", "compile"]
+    with pytest.raises(SystemExit) as refused:
+        main([*args, "--backends", "fused,fast"])
+    assert refused.value.code == 2 and "unknown fast" in capsys.readouterr().err
