@@ -68,9 +68,14 @@ class StepPoint:
         return self.record.error if self.measured_s else None
 
 
+def _configs_by_model(meta: dict) -> dict:
+    """The run's model configs by the model part of their records' case ids."""
+    return {slug(c.name): c for c in configs_of(meta).values()}
+
+
 def step_points(records: Sequence[Record], meta: dict, cal: Calibration) -> list[StepPoint]:
     """Every TTFT, TBT and naive-step record of the run with its step prediction."""
-    configs = {slug(c.name): c for c in configs_of(meta).values()}
+    configs = _configs_by_model(meta)
     datasheet = Roof(**meta["datasheet_roof"])
     done: dict[tuple, tuple] = {}
     points = []
@@ -104,8 +109,7 @@ def record_step_plans(meta: dict, record: Record) -> bool:
     point ran: the tuned choices it ran with), to run.json's `step_plans`; a plan recorded
     before for the same op call is kept. Nothing for a point without a declared step. Returns
     whether a plan was added."""
-    configs = {slug(c.name): c for c in configs_of(meta).values()}
-    config = configs.get(model_of(record))
+    config = _configs_by_model(meta).get(model_of(record))
     if record.op not in PHASE_OF_OP or config is None or not measured_s(record):
         return False
     phase = PHASE_OF_OP[record.op]

@@ -34,7 +34,7 @@ from roofbench.kernels.spec import (
 )
 from roofbench.theory import ops
 from roofbench.theory.llm import ModelConfig
-from roofbench.theory.ops import OpCost
+from roofbench.theory.ops import OpCost, dtype_bytes
 from roofbench.theory.tiers import Work
 
 GATE_MAX_BATCH = 2
@@ -187,7 +187,7 @@ def with_host_lengths(fn):
 
 
 def _triton_plan(case: DecodeAttentionCase):
-    size = torch.empty(0, dtype=case.torch_dtype).element_size()
+    size = dtype_bytes(case.dtype)
     sms = num_sms(default_device())
     return _decode.launch_plan(
         case.batch, case.heads, case.kv_heads, case.s_max, case.head_dim, sms, size

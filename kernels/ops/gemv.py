@@ -12,14 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
-
 from roofbench.kernels import gemv as _gemv
 from roofbench.kernels._util import default_device, linear_reference, num_sms
 from roofbench.kernels.ops.gemm import GEMV_MAX_M, GemmCase, linear_sweep
 from roofbench.kernels.registry import register_impl
 from roofbench.kernels.spec import register_op, vendor_then_copy
 from roofbench.theory.llm import ModelConfig
+from roofbench.theory.ops import dtype_bytes
 
 
 @register_op
@@ -49,7 +48,7 @@ class GemvCase(GemmCase):
 
 
 def triton_plan(case: GemvCase):
-    size = torch.empty(0, dtype=case.torch_dtype).element_size()
+    size = dtype_bytes(case.dtype)
     return _gemv.launch_plan(case.m, case.n, case.k, size, num_sms(default_device()))
 
 
