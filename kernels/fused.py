@@ -2,20 +2,26 @@
 
 A decode step of `kernels.llama.Llama` on torch's element-wise ops launches about 19 kernels per
 layer, 10 of them tiny (norms, five for rotary, two KV scatters, residual adds, SiLU and its
-product), each paying a launch and a DRAM round trip (DESIGN, "Where the time goes"). Three
-Triton kernels replace them:
+product), each paying a launch and a DRAM round trip (DESIGN, "Where the time goes"). The
+"fused" backend launches instead:
 
-- `add_rms_norm`: residual += delta, then y = residual / sqrt(mean(residual^2) + eps) * gain,
-  in one pass over a row (one read of delta and residual, one write of each result). Without a
-  delta it is a plain RMSNorm of the residual (the first layer's input norm).
-- `rope_kv_append`: rotary position embedding of Q and K from the fused QKV projection's output,
-  Q written for attention, K and V written straight into the cache at their positions, the
-  cos / sin tables read at each row's position (no gathered copy of them).
-- `silu_mul`: SiLU(gate) x up from the fused gate|up projection's output [T, 2 I].
+- where the projections are GEMVs (up to `gemv.TOKENS_PER_DOT` token rows: a decode step, a
+  short prefill), the element-wise work in their epilogues (`kernels.gemv.gemv`): each RMSNorm
+  folded into the projection after it (QKV, gate|up, the LM head), SiLU x up into gate|up's, each
+  residual add into O's and down's. A layer is then QKV, `rope_kv_append`, attention, O,
+  gate|up and down: 5 kernels besides attention, the residual stream updated in place;
+- on the GEMM (longer prefills), three Triton kernels between the projections:
+  - `add_rms_norm`: residual += delta, then y = residual / sqrt(mean(residual^2) + eps) * gain,
+    in one pass over a row (one read of delta and residual, one write of each result). Without
+    a delta it is a plain RMSNorm of the residual (the first layer's input norm).
+  - `silu_mul`: SiLU(gate) x up from the fused gate|up projection's output [T, 2 I].
+- either way `rope_kv_append`: rotary position embedding of Q and K from the fused QKV
+  projection's output, Q written for attention, K and V written straight into the cache at
+  their positions, the cos / sin tables read at each row's position (no gathered copy of them).
 
-Each computes in fp32 and rounds once to the model's dtype, except that the new residual is
-rounded before it is normed (the value the next layer adds to is the stored one, as in torch).
-The float64 references below are what tests hold them against.
+Each computes in fp32 and rounds once to the model's dtype, except that the new residual of
+`add_rms_norm` is rounded before it is normed (the value the next layer adds to is the stored
+one, as in torch). The float64 references below are what tests hold them against.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import torch
 import triton
 import triton.language as tl
 
+from . import gemv as _gemv
 from ._util import check_float
 
 
@@ -327,7 +334,37 @@ def silu_mul_reference(gate_up):
 # --- the "fused" backend of `kernels.llama.Llama` ---------------------------------------------
 
 # What the decoder calls them by (`Llama._fused`; `kernels.llama_plan` declares these calls).
-KERNELS = {"add_rms_norm": add_rms_norm, "rope_kv_append": rope_kv_append, "silu_mul": silu_mul}
+KERNELS = {
+    "add_rms_norm": add_rms_norm,
+    "rope_kv_append": rope_kv_append,
+    "silu_mul": silu_mul,
+    "gemv_epilogue": _gemv.gemv,  # with its epilogue (norm, bias, SiLU x up, residual)
+}
+
+
+def on_gemv(rows: int) -> bool:
+    """Whether a step of `rows` token rows runs its projections on the epilogue GEMV."""
+    return rows <= _gemv.TOKENS_PER_DOT
+
+
+def _gemv_layers(model, x, attend):
+    """The layers with every projection on the epilogue GEMV, over the residual stream x
+    [T, hidden] (updated in place, and returned): the input norm in QKV's epilogue, the
+    residual adds in O's and down's, the MLP norm and SiLU x up in gate|up's."""
+    gemv, w, eps = model._fused["gemv_epilogue"], model.weights, model.config.rms_norm_eps
+    for i, layer in enumerate(w.layers):
+        qkv = gemv(x, layer.wqkv, norm=layer.attn_norm, eps=eps, bias=layer.bqkv)
+        gemv(attend(i, qkv), layer.wo, x, bias=layer.bo, residual=x)
+        act = gemv(x, layer.w_gate_up, norm=layer.mlp_norm, eps=eps, bias=layer.b_gate_up, glu=True)
+        gemv(act, layer.w_down, x, bias=layer.b_down, residual=x)
+    return x
+
+
+def _gemv_logits(model, last):
+    """The LM head with the final norm in its epilogue, over the last token rows of each
+    sequence (a strided view of the stream in a prefill)."""
+    w, eps = model.weights, model.config.rms_norm_eps
+    return model._fused["gemv_epilogue"](last, w.lm_head, norm=w.norm, eps=eps)
 
 
 def _layers(model, x, batch: int, attend):
@@ -368,6 +405,8 @@ def decode_step(model, tokens: torch.Tensor, context_lens: torch.Tensor) -> torc
         return o.reshape(batch, cfg.q_dim)
 
     x = torch.nn.functional.embedding(tokens.reshape(batch), w.embed)
+    if on_gemv(batch):
+        return _gemv_logits(model, _gemv_layers(model, x, attend))
     return _logits(model, *_layers(model, x, batch, attend))
 
 
@@ -387,6 +426,8 @@ def forward(model, tokens: torch.Tensor, cache, cos: torch.Tensor, sin: torch.Te
         return o.transpose(1, 2).reshape(batch * n, cfg.q_dim)
 
     x = torch.nn.functional.embedding(tokens.reshape(-1), w.embed)  # [B*N, hidden]
+    if on_gemv(batch * n):
+        return _gemv_logits(model, _gemv_layers(model, x, attend).view(batch, n, -1)[:, -1])
     delta, x = _layers(model, x, batch, attend)
     # The final norm over each sequence's last token only (strided rows of the stream).
     return _logits(model, delta.view(batch, n, -1)[:, -1], x.view(batch, n, -1)[:, -1])

@@ -42,7 +42,7 @@ from ._util import (
     output,
     tma_compatible,
 )
-from .gemv import SUM_BLOCK, _sum_splits_kernel
+from .gemv import SUM_BLOCK, sum_splits
 
 
 def _configs() -> list[triton.Config]:
@@ -295,9 +295,7 @@ def _launch_tma(a: torch.Tensor, w: torch.Tensor, c: torch.Tensor, cfg: dict) ->
         num_stages=cfg["num_stages"],
     )
     if split > 1:
-        _sum_splits_kernel[(triton.cdiv(m * n, SUM_BLOCK),)](
-            p, c, m * n, SPLIT_K=split, BLOCK=SUM_BLOCK, num_warps=4
-        )
+        sum_splits(p, c)
 
 
 def _tma_programs(m: int, n: int, cfg: dict, sms: int) -> int:

@@ -35,10 +35,31 @@ SUM_BLOCK = 1024  # elements per program of the split-K sum
 
 
 @triton.jit
+def _project(acc, ss, rows, b_ptr, K, eps, NORM: tl.constexpr, BIAS: tl.constexpr):
+    """A projection's fp32 sums over all of K, finished: scaled by 1 / rms of the input rows
+    (`ss`, their sums of squares over K: the RMSNorm folded in) and the weight rows' bias added."""
+    if NORM:
+        acc = acc / tl.sqrt(ss / K + eps)
+    if BIAS:
+        acc = acc + tl.load(b_ptr + rows).to(tl.float32)
+    return acc
+
+
+@triton.jit
+def _silu_mul(gate, up):
+    """SiLU(gate) x up = gate / (1 + exp(-gate)) x up, in fp32."""
+    return gate / (1.0 + tl.exp(-gate)) * up
+
+
+@triton.jit
 def _gemv_kernel(
     x_ptr,
     w_ptr,
     y_ptr,
+    g_ptr,
+    b_ptr,
+    r_ptr,
+    ss_ptr,
     M,
     N,
     K,
@@ -46,42 +67,71 @@ def _gemv_kernel(
     stride_wn,
     stride_ys,
     stride_ym,
+    stride_rm,
     K_SPLIT,
+    eps,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     EVEN_K: tl.constexpr,
+    NORM: tl.constexpr,
+    BIAS: tl.constexpr,
+    GLU: tl.constexpr,
+    RESIDUAL: tl.constexpr,
+    PARTIAL: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_s = tl.program_id(1)
     pid_m = tl.program_id(2)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    # Rows past N wrap to valid rows so the streaming loads need no row mask; the store drops them.
-    rows = (offs_n % N).to(tl.int64)
+    tile = tl.arange(0, BLOCK_N)
+    if GLU:
+        # Tile rows alternate gate row j and up row N/2 + j, so that the finished tile splits
+        # into the pairs each output j needs.
+        n_out = N // 2
+        cols = pid_n * (BLOCK_N // 2) + tile // 2
+        rows = cols % n_out + (tile % 2) * n_out
+    else:
+        n_out = N
+        cols = pid_n * BLOCK_N + tile
+        rows = cols % N
+    # Rows past the end wrap to valid rows so the streaming loads need no row mask; the stores
+    # drop them.
+    valid = cols < n_out
     offs_k = tl.arange(0, BLOCK_K)
     k_lo = pid_s * K_SPLIT
-    w_ptrs = w_ptr + rows[:, None] * stride_wn + (k_lo + offs_k)[None, :]
+    w_ptrs = w_ptr + rows.to(tl.int64)[:, None] * stride_wn + (k_lo + offs_k)[None, :]
+    g_ptrs = g_ptr + k_lo + offs_k
 
     if BLOCK_M == 1:
         x_ptrs = x_ptr + pid_m.to(tl.int64) * stride_xm + k_lo + offs_k
         acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+        sq = tl.zeros((BLOCK_K,), dtype=tl.float32)
         for k in range(0, K_SPLIT, BLOCK_K):
             if EVEN_K:
                 w = tl.load(w_ptrs)
-                x = tl.load(x_ptrs)
+                x = tl.load(x_ptrs).to(tl.float32)
             else:
                 k_ok = k_lo + k + offs_k < K
                 w = tl.load(w_ptrs, mask=k_ok[None, :], other=0.0)
-                x = tl.load(x_ptrs, mask=k_ok, other=0.0)
-            acc += w.to(tl.float32) * x.to(tl.float32)[None, :]
+                x = tl.load(x_ptrs, mask=k_ok, other=0.0).to(tl.float32)
+            if NORM:
+                sq += x * x
+                if EVEN_K:
+                    x = x * tl.load(g_ptrs).to(tl.float32)
+                else:
+                    x = x * tl.load(g_ptrs, mask=k_ok, other=0.0).to(tl.float32)
+            acc += w.to(tl.float32) * x[None, :]
             w_ptrs += BLOCK_K
             x_ptrs += BLOCK_K
+            g_ptrs += BLOCK_K
         y = tl.sum(acc, axis=1)[None, :]  # [1, BLOCK_N]
+        ss = tl.sum(sq, axis=0) + tl.zeros((BLOCK_M, 1), dtype=tl.float32)
     else:
         offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         m_ok = offs_m < M
         x_ptrs = x_ptr + offs_m[:, None].to(tl.int64) * stride_xm + (k_lo + offs_k)[None, :]
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        sq = tl.zeros((BLOCK_M,), dtype=tl.float32)
         for k in range(0, K_SPLIT, BLOCK_K):
             if EVEN_K:
                 w = tl.load(w_ptrs)
@@ -90,26 +140,116 @@ def _gemv_kernel(
                 k_ok = k_lo + k + offs_k < K
                 w = tl.load(w_ptrs, mask=k_ok[None, :], other=0.0)
                 x = tl.load(x_ptrs, mask=m_ok[:, None] & k_ok[None, :], other=0.0)
+            if NORM:
+                xf = x.to(tl.float32)
+                sq += tl.sum(xf * xf, axis=1)
+                if EVEN_K:
+                    gain = tl.load(g_ptrs).to(tl.float32)
+                else:
+                    gain = tl.load(g_ptrs, mask=k_ok, other=0.0).to(tl.float32)
+                x = (xf * gain[None, :]).to(x_ptr.dtype.element_ty)  # tl.dot takes x's dtype
             acc = tl.dot(x, tl.trans(w), acc)
             w_ptrs += BLOCK_K
             x_ptrs += BLOCK_K
+            g_ptrs += BLOCK_K
         y = acc  # [BLOCK_M, BLOCK_N]
+        ss = sq[:, None]  # [BLOCK_M, 1]
 
     out_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    y_ptrs = y_ptr + pid_s * stride_ys + out_m[:, None] * stride_ym + offs_n[None, :]
-    mask = (out_m[:, None] < M) & (offs_n[None, :] < N)
-    tl.store(y_ptrs, y.to(y_ptr.dtype.element_ty), mask=mask)
+    m_ok = out_m < M
+    if PARTIAL:
+        # This K range's raw sums at the weight rows' own columns (and, once per split, the
+        # input rows' sums of squares over it): the second pass finishes them.
+        y_ptrs = y_ptr + pid_s * stride_ys + out_m[:, None] * stride_ym + rows[None, :]
+        tl.store(y_ptrs, y, mask=m_ok[:, None] & valid[None, :])
+        if NORM:  # the first column of programs writes them
+            rows_kept = tl.where(pid_n == 0, M, 0)
+            tl.store(ss_ptr + pid_s * M + out_m[:, None], ss, mask=out_m[:, None] < rows_kept)
+    else:
+        y = _project(y, ss, rows[None, :], b_ptr, K, eps, NORM, BIAS)
+        if GLU:
+            gate, up = tl.split(tl.reshape(y, (BLOCK_M, BLOCK_N // 2, 2)))
+            y = _silu_mul(gate, up)
+            out_cols = pid_n * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
+        else:
+            out_cols = cols
+        mask = m_ok[:, None] & (out_cols < n_out)[None, :]
+        if RESIDUAL:
+            r_ptrs = r_ptr + out_m[:, None] * stride_rm + out_cols[None, :]
+            y += tl.load(r_ptrs, mask=mask, other=0.0).to(tl.float32)
+        y_ptrs = y_ptr + out_m[:, None] * stride_ym + out_cols[None, :]
+        tl.store(y_ptrs, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
-def _sum_splits_kernel(p_ptr, y_ptr, numel, SPLIT_K: tl.constexpr, BLOCK: tl.constexpr):
-    """y[i] = sum_s p[s, i], cast to y's dtype (the second pass of split-K)."""
+def _sum_splits_kernel(
+    p_ptr,
+    ss_ptr,
+    b_ptr,
+    r_ptr,
+    y_ptr,
+    M,
+    N,
+    K,
+    stride_ym,
+    stride_rm,
+    eps,
+    SPLIT_K: tl.constexpr,
+    BLOCK: tl.constexpr,
+    NORM: tl.constexpr,
+    BIAS: tl.constexpr,
+    GLU: tl.constexpr,
+    RESIDUAL: tl.constexpr,
+):
+    """The second pass of split-K: y[m, j] = the sum over splits of p[s, m, j], finished as the
+    first pass would have (1/rms, bias, SiLU x up of columns j and N/2 + j, residual), cast."""
+    n_out = N // 2 if GLU else N
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < numel
+    mask = offs < M * n_out
+    m = offs // n_out
+    col = offs % n_out
     acc = tl.zeros((BLOCK,), dtype=tl.float32)
+    up = tl.zeros((BLOCK,), dtype=tl.float32)
+    ss = tl.zeros((BLOCK,), dtype=tl.float32)
     for s in tl.static_range(SPLIT_K):
-        acc += tl.load(p_ptr + s * numel + offs, mask=mask, other=0.0)
-    tl.store(y_ptr + offs, acc.to(y_ptr.dtype.element_ty), mask=mask)
+        p = p_ptr + s * M * N + m * N + col
+        acc += tl.load(p, mask=mask, other=0.0)
+        if GLU:
+            up += tl.load(p + n_out, mask=mask, other=0.0)
+        if NORM:
+            ss += tl.load(ss_ptr + s * M + m, mask=mask, other=0.0)
+    acc = _project(acc, ss, col, b_ptr, K, eps, NORM, BIAS)
+    if GLU:
+        acc = _silu_mul(acc, _project(up, ss, col + n_out, b_ptr, K, eps, NORM, BIAS))
+    if RESIDUAL:
+        acc += tl.load(r_ptr + m * stride_rm + col, mask=mask, other=0.0).to(tl.float32)
+    tl.store(y_ptr + m * stride_ym + col, acc.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+def sum_splits(partials: torch.Tensor, y: torch.Tensor) -> None:
+    """y [M, N] (contiguous) = the sum of fp32 `partials` [SPLIT_K, M, N], cast: the second pass
+    of a split-K product with no epilogue (the GEMM's too)."""
+    split_k, m, n = partials.shape
+    _sum_splits_kernel[(triton.cdiv(m * n, SUM_BLOCK),)](
+        partials,
+        y,
+        y,
+        y,
+        y,
+        m,
+        n,
+        1,
+        n,
+        0,
+        0.0,
+        SPLIT_K=split_k,
+        BLOCK=SUM_BLOCK,
+        num_warps=4,
+        NORM=False,
+        BIAS=False,
+        GLU=False,
+        RESIDUAL=False,
+    )
 
 
 def plan(m: int, n: int, k: int, element_size: int, sms: int) -> dict:
@@ -160,8 +300,11 @@ class Geometry:
     grid: tuple[int, int, int]
 
 
-def geometry(m: int, n: int, k: int, element_size: int, sms: int, config=None) -> Geometry:
-    """`plan`'s parameters (with `config`'s overrides) turned into tiles, splits and the grid."""
+def geometry(
+    m: int, n: int, k: int, element_size: int, sms: int, config=None, glu: bool = False
+) -> Geometry:
+    """`plan`'s parameters (with `config`'s overrides) turned into tiles, splits and the grid.
+    With `glu` a program's BLOCK_N weight rows are BLOCK_N / 2 gate|up pairs."""
     p = plan(m, n, k, element_size, sms)
     if is_interpreter():  # small tiles: the interpreter's cost grows with the tile, not the grid
         p.update(BLOCK_N=16, BLOCK_K=32, num_stages=1)
@@ -171,27 +314,40 @@ def geometry(m: int, n: int, k: int, element_size: int, sms: int, config=None) -
     block_k = p["BLOCK_K"] if m == 1 else max(p["BLOCK_K"], 16)
     k_split = triton.cdiv(triton.cdiv(k, p["SPLIT_K"]), block_k) * block_k
     split_k = triton.cdiv(k, k_split)  # no empty splits
-    grid = (triton.cdiv(n, block_n), split_k, triton.cdiv(m, block_m))
+    programs_n = triton.cdiv(n // 2, block_n // 2) if glu else triton.cdiv(n, block_n)
+    grid = (programs_n, split_k, triton.cdiv(m, block_m))
     return Geometry(p, block_m, block_n, block_k, split_k, k_split, grid)
 
 
-def launch_plan(m: int, n: int, k: int, element_size: int, sms: int) -> LaunchPlan:
+def launch_plan(
+    m: int, n: int, k: int, element_size: int, sms: int, glu: bool = False
+) -> LaunchPlan:
     """The kernels `gemv` launches for [m, k] x [n, k]^T: the GEMV kernel, and with split-K the
-    pass that sums the fp32 partials (split_k * m * n * 4 bytes written, then read). A GEMV
-    program keeps the weight and activation tiles of every pipeline stage in flight:
-    (BLOCK_N + BLOCK_M) * BLOCK_K * element_size * num_stages."""
-    g = geometry(m, n, k, element_size, sms)
+    pass that sums the fp32 partials (split_k * m * n * 4 bytes written, then read) and runs the
+    epilogue. A GEMV program keeps the weight and activation tiles of every pipeline stage in
+    flight: (BLOCK_N + BLOCK_M) * BLOCK_K * element_size * num_stages."""
+    g = geometry(m, n, k, element_size, sms, glu=glu)
     tile = (g.block_m, g.block_n, g.block_k)
     inflight = float((g.block_n + g.block_m) * g.block_k * element_size * g.params["num_stages"])
     if g.split_k == 1:
         return LaunchPlan((KernelLaunch("gemv", g.grid, tile, inflight_bytes=inflight),))
     partial = 4.0 * g.split_k * m * n
+    outputs = m * (n // 2 if glu else n)
     return LaunchPlan(
         (
             KernelLaunch("gemv", g.grid, tile, g.split_k, partial, inflight),
-            KernelLaunch("sum_splits", (triton.cdiv(m * n, SUM_BLOCK),), (SUM_BLOCK,), 1, partial),
+            KernelLaunch(
+                "sum_splits", (triton.cdiv(outputs, SUM_BLOCK),), (SUM_BLOCK,), 1, partial
+            ),
         )
     )
+
+
+def _vector(t: torch.Tensor | None, size: int, what: str, dtype) -> None:
+    if t is not None and (t.shape != (size,) or t.dtype != dtype or t.stride(0) != 1):
+        raise ValueError(
+            f"{what} must be a contiguous [{size}] {dtype} vector, got {tuple(t.shape)}"
+        )
 
 
 def gemv(
@@ -199,11 +355,26 @@ def gemv(
     w: torch.Tensor,
     out: torch.Tensor | None = None,
     config: dict | None = None,
+    *,
+    norm: torch.Tensor | None = None,
+    eps: float = 1e-6,
+    bias: torch.Tensor | None = None,
+    glu: bool = False,
+    residual: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """y = x @ W^T with x [M, K] (M small), W [N, K]; fp32 accumulation, y [M, N] in x's dtype.
 
     `out`: optional contiguous [M, N] result buffer. `config`: optional overrides of `plan`'s
     launch parameters (BLOCK_N, BLOCK_K, SPLIT_K, num_warps, num_stages), for tuning and tests.
+
+    The epilogue a fused decoder runs in the same kernel (`kernels.fused`; cost
+    `theory.ops.gemv_epilogue`), in this order, rounding once at the end:
+    - `norm` (gain [K]): x's rows RMSNorm-ed first, y = (W (x * gain))^T / rms(x), rms(x) =
+      sqrt(mean(x^2) + eps): a row's scale commutes with the product, so the sums of squares
+      accumulate beside the dot product and scale the sums at the end;
+    - `bias` [N] added;
+    - `glu`: W's rows are gate (first N/2) then up: y [M, N/2] = SiLU(gate) x up;
+    - `residual` [M, N_out] added (it may be `out` itself: a residual stream updated in place).
     """
     if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[1]:
         raise ValueError(
@@ -214,44 +385,101 @@ def gemv(
         raise ValueError("x and w must be contiguous along K")
     m, k = x.shape
     n = w.shape[0]
-    y = output(out, (m, n), dtype, x.device)
+    if glu and n % 2:
+        raise ValueError(f"glu takes gate|up rows, an even number, got N={n}")
+    n_out = n // 2 if glu else n
+    _vector(norm, k, "norm's gain", dtype)
+    _vector(bias, n, "bias", dtype)
+    if residual is not None and (
+        residual.shape != (m, n_out) or residual.dtype != dtype or residual.stride(1) != 1
+    ):
+        raise ValueError(f"residual must be [{m}, {n_out}] {dtype}, got {tuple(residual.shape)}")
+    y = output(out, (m, n_out), dtype, x.device)
     if m == 0 or n == 0:
         return y
+    if k == 0 and (norm is not None or glu or bias is not None or residual is not None):
+        raise ValueError("the epilogue needs K >= 1")
     if k == 0:
         return y.zero_()
 
-    g = geometry(m, n, k, x.element_size(), num_sms(x.device), config)
-    p, block_m, block_n, block_k = g.params, g.block_m, g.block_n, g.block_k
-    split_k, k_split, grid = g.split_k, g.k_split, g.grid
-    even_k = k_split * split_k == k
+    g = geometry(m, n, k, x.element_size(), num_sms(x.device), config, glu)
+    p, split_k = g.params, g.split_k
+    flags = {
+        "NORM": norm is not None,
+        "BIAS": bias is not None,
+        "GLU": glu,
+        "RESIDUAL": residual is not None,
+    }
+    # Absent operands: any valid pointer (their loads are compiled out).
+    gain, b, r = (t if t is not None else x for t in (norm, bias, residual))
+    stride_rm = residual.stride(0) if residual is not None else 0
     if split_k == 1:
-        dest, stride_s = y, 0
+        dest, stride_s, stride_d, sums = y, 0, y.stride(0), x
     else:
         dest = torch.empty((split_k, m, n), dtype=torch.float32, device=x.device)
-        stride_s = dest.stride(0)
-    _gemv_kernel[grid](
+        stride_s, stride_d = dest.stride(0), n
+        sums = torch.empty((split_k, m), dtype=torch.float32, device=x.device)
+    _gemv_kernel[g.grid](
         x,
         w,
         dest,
+        gain,
+        b,
+        r,
+        sums,
         m,
         n,
         k,
         x.stride(0),
         w.stride(0),
         stride_s,
-        n,
-        k_split,
-        BLOCK_M=block_m,
-        BLOCK_N=block_n,
-        BLOCK_K=block_k,
-        EVEN_K=even_k,
+        stride_d,
+        stride_rm,
+        g.k_split,
+        eps,
+        BLOCK_M=g.block_m,
+        BLOCK_N=g.block_n,
+        BLOCK_K=g.block_k,
+        EVEN_K=g.k_split * split_k == k,
+        PARTIAL=split_k > 1,
         num_warps=p["num_warps"],
         num_stages=p["num_stages"],
+        **flags,
     )
     if split_k > 1:
-        _sum_splits_kernel[(triton.cdiv(m * n, SUM_BLOCK),)](
-            dest, y, m * n, SPLIT_K=split_k, BLOCK=SUM_BLOCK, num_warps=4
+        _sum_splits_kernel[(triton.cdiv(m * n_out, SUM_BLOCK),)](
+            dest,
+            sums,
+            b,
+            r,
+            y,
+            m,
+            n,
+            k,
+            y.stride(0),
+            stride_rm,
+            eps,
+            SPLIT_K=split_k,
+            BLOCK=SUM_BLOCK,
+            num_warps=4,
+            **flags,
         )
+    return y
+
+
+def gemv_epilogue_reference(x, w, norm=None, eps=1e-6, bias=None, glu=False, residual=None):
+    """`gemv` with its epilogue in float64: the oracle its tests hold it against."""
+    x64, w64 = x.double(), w.double()
+    if norm is not None:
+        x64 = x64 * torch.rsqrt(x64.pow(2).mean(-1, keepdim=True) + eps) * norm.double()
+    y = x64 @ w64.T
+    if bias is not None:
+        y = y + bias.double()
+    if glu:
+        gate, up = y.chunk(2, dim=-1)
+        y = torch.nn.functional.silu(gate) * up
+    if residual is not None:
+        y = y + residual.double()
     return y
 
 

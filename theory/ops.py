@@ -98,6 +98,47 @@ def gemv(n: int, k: int, m: int = 1, dtype: str = "bf16") -> OpCost:
     return gemm(m, n, k, dtype)
 
 
+def gemv_epilogue(
+    n: int,
+    k: int,
+    m: int = 1,
+    dtype: str = "bf16",
+    norm: bool = False,
+    bias: bool = False,
+    glu: bool = False,
+    residual: bool = False,
+) -> OpCost:
+    """`gemv` with the element-wise work around it done in the same kernel (a fused decoder's
+    projection): `norm` the input rows' RMSNorm (gain [k] read; each row's sum of squares
+    2*m*k flops, its 1/rms scales the m*n sums), `bias` [n] read and added, `glu` W's rows are
+    gate|up halves and the output is SiLU(gate) x up [m, n/2] (about 5 flops per output:
+    exp, add, divide, two products), `residual` [m, n_out] read and added to the output.
+
+    flops = 2*m*n*k + norm: 2*m*k + m*n; + bias: m*n; + glu: 5*m*n/2; + residual: m*n_out
+    bytes = m*k + n*k + m*n_out (+ k, + n, + m*n_out) element sizes.
+    """
+    _positive(m=m, n=n, k=k)
+    if glu and n % 2:
+        raise ValueError(f"a gate|up product has an even number of rows, got n={n}")
+    size = dtype_bytes(dtype)
+    n_out = n // 2 if glu else n
+    flops = 2.0 * m * n * k
+    read = m * k + n * k
+    if norm:
+        flops += 2.0 * m * k + m * n
+        read += k
+    if bias:
+        flops += m * n
+        read += n
+    if glu:
+        flops += 2.5 * m * n
+    if residual:
+        flops += m * n_out
+        read += m * n_out
+    written = m * n_out * size
+    return OpCost(flops, float(read * size + written), float(written))
+
+
 def causal_pairs(queries: int, keys: int) -> int:
     """(query, key) pairs a causal mask keeps when the queries are the last `queries` of `keys`.
 

@@ -179,7 +179,8 @@ def step_shares(points: Sequence[StepPoint], model: str, impl: str) -> list[tupl
 def step_figure(points: Sequence[StepPoint], model: str) -> Figure:
     """Where a decode step goes: per backend, stacked bars of the predicted terms as shares of
     the measured time, the unexplained rest hatched on top (1 = the measured time). A backend
-    whose step is not declared (torch.compile's) has no panel."""
+    whose step is not declared (torch.compile's) has no panel; with none declared, one empty
+    panel says so."""
     impls = list(
         dict.fromkeys(p.record.impl for p in points if p.record.op == "tbt" and p.prediction)
     )
@@ -208,7 +209,8 @@ def step_figure(points: Sequence[StepPoint], model: str) -> Figure:
         ax.axhline(1.0, color="k", lw=0.6)
         ax.set_xticks(list(xs), [label for label, _ in bars], rotation=90, fontsize=6)
         ax.set_ylabel("share of measured TBT")
-        ax.set_title(f"{model} on {impl}: where a decode step goes (kernel by kernel)", fontsize=9)
+        title = f"on {impl}: where a decode step goes" if impl else ": no step declared"
+        ax.set_title(f"{model} {title} (kernel by kernel)", fontsize=9)
         ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()

@@ -70,6 +70,7 @@ from roofbench.bench.model.points import (
 )
 from roofbench.bench.model.step_report import record_step_plans
 from roofbench.kernels.llama import COMPILE, FUSED, PRESETS, backend_label, resolve_backend
+from roofbench.kernels.llama_plan import DECLARATIONS
 from roofbench.theory import llm
 from roofbench.theory.llm import ModelConfig
 from roofbench.theory.roofline import Roof
@@ -310,6 +311,7 @@ def _measure(
 
         meta["calibration"] = load_or_calibrate(calibration or None, telemetry, console)
         meta["tiers_model"] = MODEL_VERSION
+        meta["step_declarations"] = dict(DECLARATIONS)
     write_meta(folder, meta)
     console.print(roof.source)
     rule = StopRule(min_samples=MIN_SAMPLES, max_samples=200, max_time_s=time_cap_s)

@@ -21,7 +21,7 @@ from roofbench.bench.core.text import NONE, fmt, markdown_table, median, quantil
 from roofbench.bench.model.index import configs_of, measured_s, model_of
 from roofbench.bench.model.points import DTYPE, RECORDS_CSV, slug
 from roofbench.kernels.llama import parse_backend
-from roofbench.kernels.llama_plan import NotDeclared, step_kernels, step_plans
+from roofbench.kernels.llama_plan import NotDeclared, step_kernels, step_plans, superseded
 from roofbench.theory.roofline import Roof
 from roofbench.theory.step import BREAKDOWN, StepPrediction, predict_step
 from roofbench.theory.tiers import Calibration
@@ -84,11 +84,14 @@ def step_points(records: Sequence[Record], meta: dict, cal: Calibration) -> list
         if r.op not in PHASE_OF_OP or config is None:
             continue
         key = (model_of(r), r.impl, r.op, r.batch, r.seq)
+        backend = parse_backend(r.impl)
+        if key not in done and superseded(backend, meta.get("step_declarations")):
+            done[key] = (None, superseded(backend, meta.get("step_declarations")), False)
         if key not in done:
             try:
                 kernels = step_kernels(
                     config,
-                    parse_backend(r.impl),
+                    backend,
                     PHASE_OF_OP[r.op],
                     r.batch,
                     r.seq,

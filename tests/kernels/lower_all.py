@@ -50,7 +50,13 @@ def _launch_all() -> None:
     set_tuning_timer(lambda launch: (launch(), 1.0)[1])  # every candidate launched once
     bf16 = torch.bfloat16
     for m, n, k in ((1, 64, 4096), (3, 40, 256), (16, 32, 8192)):
-        gemv.gemv(torch.randn(m, k, dtype=bf16), torch.randn(n, k, dtype=bf16))
+        x, w = torch.randn(m, k, dtype=bf16), torch.randn(n, k, dtype=bf16)
+        gemv.gemv(x, w)
+        for split in (None, 2):  # the fused decoder's epilogues, in both passes of split-K
+            config = {"SPLIT_K": split} if split else None
+            norm, bias = torch.randn(k, dtype=bf16), torch.randn(n, dtype=bf16)
+            gemv.gemv(x, w, config=config, norm=norm, bias=bias, glu=True)
+            gemv.gemv(x, w, config=config, residual=torch.randn(m, n, dtype=bf16))
     a, w = torch.randn(100, 64, dtype=bf16), torch.randn(72, 64, dtype=bf16)
     gemm.gemm(a, w)  # the pointer kernel, as off a Hopper GPU
     for m, n, k in ((100, 72, 64), (64, 1024, 4096), (4096, 4096, 256)):  # split-K, subtiles

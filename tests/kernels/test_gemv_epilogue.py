@@ -1,0 +1,133 @@
+"""The GEMV's epilogue (RMSNorm folded in, bias, SiLU x up, residual add) against float64.
+
+Every combination on odd shapes, both paths (one token row; padded tokens on tl.dot), with and
+without split-K (whose second pass runs the epilogue), the residual stream updated in place;
+outputs poisoned with NaN first so that an element the kernel skips cannot pass.
+"""
+
+import itertools
+
+import pytest
+import torch
+
+from roofbench.kernels.gemv import gemv, gemv_epilogue_reference, launch_plan
+from roofbench.theory import ops
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+DTYPES = {"fp16": torch.float16, "fp32": torch.float32, "bf16": torch.bfloat16}
+EPS = 1e-5
+
+
+def _inputs(m, n, k, dtype, norm, bias, glu, residual, device, seed):
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+
+    def rand(*shape, scale=1.0, shift=0.0):
+        return (torch.randn(*shape, generator=gen) * scale + shift).to(dtype).to(device)
+
+    x = rand(m, k, shift=0.3)  # a mean away from 0, as a residual stream's rows have
+    w = rand(n, k, scale=k**-0.5)
+    n_out = n // 2 if glu else n
+    return {
+        "x": x,
+        "w": w,
+        "norm": rand(k, scale=0.2, shift=1.0) if norm else None,
+        "bias": rand(n, scale=0.5) if bias else None,
+        "glu": bool(glu),
+        "residual": rand(m, n_out) if residual else None,
+    }
+
+
+def _error(y: torch.Tensor, ref: torch.Tensor) -> float:
+    assert not torch.isnan(y).any(), "an output element was never written"
+    return ((y.double().cpu() - ref.cpu()).abs().max() / ref.abs().max()).item()
+
+
+FLAGS = list(itertools.product([False, True], repeat=4))  # norm, bias, glu, residual
+
+
+@pytest.mark.parametrize("norm, bias, glu, residual", FLAGS)
+@pytest.mark.parametrize(
+    "m, n, k, split_k",
+    [
+        (1, 46, 200, None),  # K not a multiple of BLOCK_K; 23 gate|up pairs
+        (1, 64, 256, 2),  # split-K: the second pass finishes the epilogue
+        (3, 38, 96, None),  # padded tokens on tl.dot
+        (5, 40, 130, 3),
+    ],
+)
+def test_epilogue_matches_float64(m, n, k, split_k, norm, bias, glu, residual):
+    args = _inputs(m, n, k, torch.float16, norm, bias, glu, residual, DEVICE, seed=m * n + k)
+    ref = gemv_epilogue_reference(**args, eps=EPS)
+    out = torch.full(ref.shape, float("nan"), dtype=torch.float16, device=DEVICE)
+    config = {"SPLIT_K": split_k} if split_k else None
+    y = gemv(args.pop("x"), args.pop("w"), out, config, eps=EPS, **args)
+    assert y is out
+    assert _error(y, ref) < 2e-3
+
+
+@pytest.mark.parametrize("split_k", [None, 2])
+@pytest.mark.parametrize("m", [1, 4])
+def test_residual_stream_is_updated_in_place(m, split_k):
+    """`out` may be the residual itself: each element is read before it is written."""
+    args = _inputs(m, 48, 256, torch.float32, True, True, False, True, DEVICE, seed=m)
+    ref = gemv_epilogue_reference(**args, eps=EPS)
+    stream = args["residual"]
+    config = {"SPLIT_K": split_k} if split_k else None
+    y = gemv(args.pop("x"), args.pop("w"), stream, config, eps=EPS, **args)
+    assert y is stream
+    assert _error(stream, ref) < 1e-5
+
+
+def test_the_norm_is_the_rows_own():
+    """Scaling one input row scales nothing after the norm (1/rms cancels it): a check that the
+    sums of squares are per row, not shared by the tokens of a tile."""
+    args = _inputs(3, 32, 128, torch.float32, True, False, False, False, DEVICE, seed=7)
+    x, w, gain = args["x"], args["w"], args["norm"]
+    scaled = x.clone()
+    scaled[1] *= 8.0
+    y, y_scaled = (gemv(t, w, norm=gain, eps=1e-12) for t in (x, scaled))
+    torch.testing.assert_close(y_scaled, y, rtol=1e-5, atol=1e-5)
+
+
+def test_bad_operands_are_refused():
+    x, w = torch.randn(2, 64, device=DEVICE), torch.randn(33, 64, device=DEVICE)
+    with pytest.raises(ValueError, match="glu"):
+        gemv(x, w, glu=True)  # an odd number of gate|up rows
+    with pytest.raises(ValueError, match="gain"):
+        gemv(x, w, norm=torch.ones(63, device=DEVICE))
+    with pytest.raises(ValueError, match="bias"):
+        gemv(x, w, bias=torch.ones(32, device=DEVICE))
+    with pytest.raises(ValueError, match="residual"):
+        gemv(x, w, residual=torch.ones(2, 32, device=DEVICE))
+
+
+def test_the_cost_counts_what_the_epilogue_reads_and_writes():
+    plain = ops.gemv(6144, 4096, 1)
+    fused = ops.gemv_epilogue(6144, 4096, 1, norm=True, bias=True)
+    assert fused.bytes_ - plain.bytes_ == (4096 + 6144) * 2  # the gain and the bias
+    glu = ops.gemv_epilogue(28672, 4096, 2, glu=True, residual=True)
+    assert glu.bytes_written == 2 * 14336 * 2  # SiLU x up halves the output
+    assert glu.bytes_read == (2 * 4096 + 28672 * 4096 + 2 * 14336) * 2
+
+
+def test_the_plan_of_a_gate_up_product_is_the_plain_gemv_grid():
+    """A program's rows are gate|up pairs: as many programs as the plain product of 2I rows."""
+    for m, n, k in [(1, 28672, 4096), (4, 9728, 896)]:
+        plain, paired = (launch_plan(m, n, k, 2, 132, glu=g) for g in (False, True))
+        assert paired.kernels[0].grid == plain.kernels[0].grid
+
+
+# What the fused decoder runs (QKV, gate|up, O and down, the LM head), and everything at once.
+DECODER_FLAGS = [(1, 1, 0, 0), (1, 0, 1, 0), (0, 0, 0, 1), (1, 0, 0, 0), (1, 1, 1, 1)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("norm, bias, glu, residual", DECODER_FLAGS)
+@pytest.mark.parametrize("m", [1, 4, 16])
+@pytest.mark.parametrize("n, k", [(6144, 4096), (28672, 4096), (896, 4864)])  # 896: split-K
+def test_epilogue_gpu_bf16(m, n, k, norm, bias, glu, residual):
+    args = _inputs(m, n, k, torch.bfloat16, norm, bias, glu, residual, "cuda", seed=m + n)
+    ref = gemv_epilogue_reference(**args, eps=EPS)
+    out = torch.full(ref.shape, float("nan"), dtype=torch.bfloat16, device="cuda")
+    y = gemv(args.pop("x"), args.pop("w"), out, eps=EPS, **args)
+    assert _error(y, ref) < 2e-2
