@@ -51,6 +51,34 @@ def _capability(index: int) -> tuple[int, int]:
     return torch.cuda.get_device_capability(index)
 
 
+try:  # grid dependency control: programmatic dependent launch (Triton >= 3.4, Hopper and newer)
+    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+
+    HAS_GDC = True
+except ImportError:  # pragma: no cover - older Triton: stand-ins never called (PDL stays off)
+    import triton
+
+    HAS_GDC = False
+
+    @triton.jit
+    def gdc_wait():
+        pass
+
+    @triton.jit
+    def gdc_launch_dependents():
+        pass
+
+
+def has_pdl(device: torch.device) -> bool:
+    """True where a kernel can be launched as a programmatic dependent of the one before it
+    (it may start while that one drains, and waits for its results with `gdc_wait`): a
+    Hopper-or-newer CUDA device and a Triton with grid dependency control, not the interpreter."""
+    if not HAS_GDC or is_interpreter() or device.type != "cuda":
+        return False
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return _capability(index)[0] >= 9
+
+
 def has_tma(device: torch.device) -> bool:
     """True where tensor-descriptor (TMA) kernels are the default: a Hopper-or-newer CUDA device
     and a Triton that has host-side descriptors. The interpreter keeps the pointer kernels (tests

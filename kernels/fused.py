@@ -9,7 +9,10 @@ product), each paying a launch and a DRAM round trip (DESIGN, "Where the time go
   short prefill), the element-wise work in their epilogues (`kernels.gemv.gemv`): each RMSNorm
   folded into the projection after it (QKV, gate|up, the LM head), SiLU x up into gate|up's, each
   residual add into O's and down's. A layer is then QKV, `rope_kv_append`, attention, O,
-  gate|up and down: 5 kernels besides attention, the residual stream updated in place;
+  gate|up and down: 5 kernels besides attention, the residual stream updated in place. Each
+  GEMV is launched as a programmatic dependent of the kernel before it where the GPU allows
+  (`kernels._util.has_pdl`), so that back-to-back GEMVs overlap one's drain with the next's
+  launch;
 - on the GEMM (longer prefills), three Triton kernels between the projections:
   - `add_rms_norm`: residual += delta, then y = residual / sqrt(mean(residual^2) + eps) * gain,
     in one pass over a row (one read of delta and residual, one write of each result). Without
@@ -351,7 +354,11 @@ def _gemv_layers(model, x, attend):
     """The layers with every projection on the epilogue GEMV, over the residual stream x
     [T, hidden] (updated in place, and returned): the input norm in QKV's epilogue, the
     residual adds in O's and down's, the MLP norm and SiLU x up in gate|up's."""
-    gemv, w, eps = model._fused["gemv_epilogue"], model.weights, model.config.rms_norm_eps
+    fn, w, eps = model._fused["gemv_epilogue"], model.weights, model.config.rms_norm_eps
+
+    def gemv(*args, **kwargs):  # each a programmatic dependent of the kernel before it
+        return fn(*args, **kwargs, pdl=True)
+
     for i, layer in enumerate(w.layers):
         qkv = gemv(x, layer.wqkv, norm=layer.attn_norm, eps=eps, bias=layer.bqkv)
         gemv(attend(i, qkv), layer.wo, x, bias=layer.bo, residual=x)
@@ -364,7 +371,7 @@ def _gemv_logits(model, last):
     """The LM head with the final norm in its epilogue, over the last token rows of each
     sequence (a strided view of the stream in a prefill)."""
     w, eps = model.weights, model.config.rms_norm_eps
-    return model._fused["gemv_epilogue"](last, w.lm_head, norm=w.norm, eps=eps)
+    return model._fused["gemv_epilogue"](last, w.lm_head, norm=w.norm, eps=eps, pdl=True)
 
 
 def _layers(model, x, batch: int, attend):

@@ -69,6 +69,7 @@ from roofbench.bench.model.points import (
     sweep_points,
 )
 from roofbench.bench.model.step_report import record_step_plans
+from roofbench.kernels._util import has_pdl
 from roofbench.kernels.llama import COMPILE, FUSED, PRESETS, backend_label, resolve_backend
 from roofbench.kernels.llama_plan import DECLARATIONS
 from roofbench.theory import llm
@@ -311,7 +312,9 @@ def _measure(
 
         meta["calibration"] = load_or_calibrate(calibration or None, telemetry, console)
         meta["tiers_model"] = MODEL_VERSION
-        meta["step_declarations"] = dict(DECLARATIONS)
+    meta["step_declarations"] = dict(DECLARATIONS)
+    # The fused decoder's GEMVs launch as programmatic dependents where the GPU allows it.
+    meta["fused_pdl"] = has_pdl(device)
     write_meta(folder, meta)
     console.print(roof.source)
     rule = StopRule(min_samples=MIN_SAMPLES, max_samples=200, max_time_s=time_cap_s)

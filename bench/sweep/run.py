@@ -124,6 +124,9 @@ def write_reports(folder: Path, note: str = "") -> None:
         raise ValueError(f"{folder}/records.csv holds no records: nothing to report")
     datasheet = roof_from(meta.get("datasheet_roof"))
     measured = roof_from(meta.get("measured_roof"))
+    if meta.get("interrupted"):  # a partial run says so first, with how to finish it
+        stop = f"The run was interrupted ({meta['interrupted']}): the records hold what finished."
+        note = f"{note} {stop}".strip()
     text = report.summarize(
         records,
         datasheet,

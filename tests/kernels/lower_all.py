@@ -81,6 +81,10 @@ def _launch_all() -> None:
     start = torch.tensor([2, 5], dtype=torch.int32)
     fused.rope_kv_append(qkv, cos, sin, 2, heads, kv_heads, start, cache, cache.clone())
     fused.silu_mul(torch.randn(3, 2 * 96, dtype=bf16))
+    gemv.has_pdl = lambda device: True  # the GPU's launch as a programmatic dependent
+    for split in (None, 2):
+        x, w = torch.randn(1, 4096, dtype=bf16), torch.randn(64, 4096, dtype=bf16)
+        gemv.gemv(x, w, config={"SPLIT_K": split} if split else None, pdl=True)
     x, out = torch.randn(4096), torch.empty(4)
     probes.read_sum[(4,)](x, out, BLOCK=1024, ITERS=1)
     probes.fill[(4,)](x, 1.0, BLOCK=1024, ITERS=1)
