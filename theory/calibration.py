@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, fields
 # cta_programs[i] programs reached cta_read_bytes_per_s[i] (empty: not probed).
 CURVES = (("fixed_bytes", "fixed_excess_s"), ("cta_programs", "cta_read_bytes_per_s"))
 CURVE_FIELDS = tuple(name for pair in CURVES for name in pair)
+# Constants a calibration may lack (probed by later versions of `roofbench calibrate`): None.
+OPTIONAL_FIELDS = ("mma_sync_flops",)
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,10 @@ class Calibration:
     sms: int
     sm_clock_hz: float  # the clock per-clock rates are taken at (the max SM clock)
     l2_bytes: float
+    # bf16 dense matmul FLOP/s of the tensor cores driven by warp-level mma.sync (Ampere's MMA)
+    # instead of Hopper's wgmma, burst as matmul_burst_flops; None where a calibration did not
+    # probe it (the tiers then charge every kernel the wgmma-era peak).
+    mma_sync_flops: float | None = None
     # The measured curves (see CURVES); empty where a calibration did not probe them.
     fixed_bytes: tuple[float, ...] = ()
     fixed_excess_s: tuple[float, ...] = ()
@@ -51,6 +57,8 @@ class Calibration:
                 bad = [v for v in value if not (isinstance(v, int | float) and v >= 0)]
                 if bad:
                     raise ValueError(f"calibration {f.name} must hold numbers >= 0, got {bad[0]!r}")
+            elif f.name in OPTIONAL_FIELDS and value is None:
+                continue
             elif f.name != "source" and not (isinstance(value, int | float) and value >= 0):
                 raise ValueError(f"calibration {f.name} must be a number >= 0, got {value!r}")
         for xs, ys in CURVES:
@@ -67,7 +75,7 @@ class Calibration:
     @classmethod
     def from_dict(cls, data: dict) -> Calibration:
         names = {f.name for f in fields(cls)}
-        missing = names - set(data) - {"source", *CURVE_FIELDS}
+        missing = names - set(data) - {"source", *CURVE_FIELDS, *OPTIONAL_FIELDS}
         if missing:
             raise ValueError(f"calibration lacks {', '.join(sorted(missing))}")
         given = {k: v for k, v in data.items() if k in names}

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# The matrix instructions a kernel's tensor cores run: not known, mma.sync, wgmma.
+MMA_KINDS = ("", "sync", "wgmma")
+
 
 @dataclass(frozen=True)
 class KernelLaunch:
@@ -19,7 +22,9 @@ class KernelLaunch:
     output tile's reduction (split-K, split-KV); `partial_bytes`: bytes of partial results this
     kernel writes to HBM for a later kernel (or reads from an earlier one); `inflight_bytes`: the
     bytes of loads one program keeps in flight (its tiles of one pipeline stage times the
-    stages), 0 where the kernel does not declare it (a library's)."""
+    stages), 0 where the kernel does not declare it (a library's); `mma`: the matrix
+    instructions its tensor cores run, "sync" (warp-level mma.sync, as Ampere-era code issues
+    it) or "wgmma" (Hopper's warpgroup MMA), "" where not known."""
 
     name: str
     grid: tuple[int, ...] = ()
@@ -27,6 +32,11 @@ class KernelLaunch:
     splits: int = 1
     partial_bytes: float = 0.0
     inflight_bytes: float = 0.0
+    mma: str = ""
+
+    def __post_init__(self) -> None:
+        if self.mma not in MMA_KINDS:
+            raise ValueError(f"mma must be one of {MMA_KINDS}, got {self.mma!r}")
 
     @property
     def programs(self) -> int:
@@ -48,6 +58,8 @@ class KernelLaunch:
             parts.append(f"partial {self.partial_bytes:.0f}")
         if self.inflight_bytes:
             parts.append(f"inflight {self.inflight_bytes:.0f}")
+        if self.mma:
+            parts.append(f"mma {self.mma}")
         return " ".join(parts)
 
     @classmethod
@@ -64,6 +76,8 @@ class KernelLaunch:
                 fields["partial_bytes"] = float(value)
             elif key == "inflight":
                 fields["inflight_bytes"] = float(value)
+            elif key == "mma":
+                fields["mma"] = value
         return cls(**fields)
 
 

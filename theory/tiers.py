@@ -19,7 +19,9 @@ formula and where it comes from):
   on the SMs (`makespan_s`), the read bandwidth its programs' bytes in flight reach
   (`concurrency_s`, where the calibration probed it and the plan declares them), and for
   attention one exp2 per executed score on the special-function unit, in series with the
-  tensor cores unless the plan declares them overlapped (`exp_s`).
+  tensor cores unless the plan declares them overlapped (`exp_s`); and the tensor cores' rate
+  of a kernel known to run mma.sync, not wgmma, from the calibration's mma.sync peak
+  (`tensor_rate`).
 - T6 the per-score ALU work an implementation declares in its plan (`alu_s`).
 
 Parameters come only from the calibration (`roofbench calibrate`: microbenchmarks of this GPU),
@@ -46,7 +48,9 @@ from roofbench.theory.roofline import Roof
 # (the bandwidth a grid of few programs reaches) where the calibration probed it.
 # 3: that bandwidth from the bytes in flight (programs x the bytes each declares in flight),
 # not from the programs alone; a kernel that declares none is charged no such term.
-MODEL_VERSION = 3
+# 4: T5's tensor-core rate of a kernel known to run mma.sync from the calibration's mma.sync
+# peak; a calibration without it, or a kernel not known to, predicts as model 3.
+MODEL_VERSION = 4
 TIERS = ("T0", "T1", "T2", "T3", "T4", "T5", "T6")
 TERMS = ("launch", "fixed", "writeback", "memory", "compute", "exp", "alu")
 # Without a measured fixed-cost curve (calibrations older than the probe), a kernel's fixed cost
@@ -224,6 +228,24 @@ def compute_rate(load: float, cal: Calibration) -> float:
     cap allows falls with it; at duty 1 the sustained (power-capped) peak, at 0 the burst one.
     """
     return cal.matmul_burst_flops + (cal.matmul_sustained_flops - cal.matmul_burst_flops) * load
+
+
+def tensor_rate(rate: float, plan: LaunchPlan | None, cal: Calibration) -> float:
+    """FLOP/s of the tensor cores at T5: `rate` (T4's, by duty between the burst and sustained
+    peaks of wgmma-era matmul) for a kernel of wgmma or unknown MMA; for one whose main kernel
+    runs mma.sync, the calibrated mma.sync peak scaled by the same duty, rate x mma_sync_flops
+    / matmul_burst_flops.
+
+    On Hopper the warp-level mma.sync that Ampere-era kernels issue (FlashAttention 2, cuDNN's
+    sm80 kernels) tops out well below wgmma: about 0.6-0.66x on similar parts. The calibration
+    times it in a loop of mma.sync on operands held in registers, burst as the wgmma-era burst
+    peak; the power cap is taken to pull both down by the same fraction (first order: the
+    clock it allows falls with the duty, whatever instruction keeps the tensor cores busy).
+    Without the probe, or for a kernel not known to run mma.sync: `rate`.
+    """
+    if plan is None or plan.main.mma != "sync" or not cal.mma_sync_flops:
+        return rate
+    return rate * cal.mma_sync_flops / cal.matmul_burst_flops
 
 
 def makespan_s(item_times_s: list[float], workers: int) -> float:
@@ -405,7 +427,7 @@ def predict(
     comp4 = cost.flops / rate
     t4 = launch3 + fixed + max(mem3, comp4)
 
-    comp5, comp6, split = _compute_tiers(work, plan, rate, cal)
+    comp5, comp6, split = _compute_tiers(work, plan, tensor_rate(rate, plan, cal), cal)
     mem5 = mem3 + concurrency_s(cost, plan, cal)
     t5 = launch3 + fixed + max(mem5, comp5)
     t6 = launch3 + fixed + max(mem5, comp6)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from roofbench.bench.core.observe import with_named_mma
 from roofbench.bench.core.records import Record
 from roofbench.bench.core.timing import FLUSH_L2S, HOLD_S
 from roofbench.theory import tiers
@@ -78,11 +79,14 @@ def case_of(record: Record):
 def retier(record: Record, cal: tiers.Calibration, datasheet: Roof) -> Record:
     """The record's tiers recomputed on another calibration (what was measured is untouched):
     the case rebuilt from its columns, the plan read back from its `plan` text (or, for an
-    implementation whose plan is not tuned at run time, declared again now)."""
+    implementation whose plan is not tuned at run time, declared again now). An observed plan's
+    kernels run the matrix instructions their names give, where its text does not say."""
     from roofbench.kernels.catalog import get_impl
 
     case = case_of(record)
     plan = LaunchPlan.parse(record.plan)
+    if plan is not None and record.plan_source == "observed":
+        plan = with_named_mma(plan)
     if plan is None:
         try:
             plan = get_impl(record.op, record.impl).launch_plan(case)

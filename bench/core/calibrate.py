@@ -8,6 +8,9 @@ NVML saw while it ran:
   (the buffer is 35x the L2, so nothing is served from cache and no flush is needed);
 - matmul burst (the first ten 8192^3 bf16 products after a second of idle) and sustained (after
   more than half a second back to back, when the power cap has pulled the clock down);
+- the mma.sync peak: bf16 products on the tensor cores driven by the warp-level mma.sync that
+  Ampere-era kernels issue on Hopper, not by wgmma (`bench.core.mma_probe`), timed as the burst
+  matmul is; optional: a calibration without it is still whole;
 - launch floors: a one-element kernel graph-replayed, and launched from the host back to back;
 - the fixed cost of a kernel: a streaming read kernel from 256 KiB to 64 MiB, graph-replayed
   over rotating buffers as the sweep times short kernels; what each size takes beyond launch +
@@ -40,14 +43,15 @@ from roofbench.bench.core.calibrate_probes import (
     probe_latency,
     probe_launches,
     probe_matmul,
+    probe_mma_sync,
     probe_streams,
     probe_writeback,
 )
 from roofbench.bench.core.identity import utc_now, versions
-from roofbench.theory.calibration import CURVE_FIELDS
+from roofbench.theory.calibration import CURVE_FIELDS, OPTIONAL_FIELDS
 from roofbench.theory.tiers import Calibration
 
-VERSION = 3  # 2: the fixed-cost curve; 3: the concurrency curve
+VERSION = 4  # 2: the fixed-cost curve; 3: the concurrency curve; 4: the mma.sync peak
 MAX_AGE_S = 24 * 3600
 
 
@@ -95,6 +99,7 @@ def calibrate(telemetry=None, console=None) -> dict:
     steps = (
         ("streams", lambda: probe_streams(probe, device)),
         ("matmul", lambda: probe_matmul(probe, device)),
+        ("mma_sync", lambda: probe_mma_sync(probe, device, props.multi_processor_count)),
         ("launches", lambda: probe_launches(probe, device)),
         ("fixed", lambda: probe_fixed(probe, device)),
         ("concurrency", lambda: probe_concurrency(probe, device)),
@@ -134,20 +139,31 @@ def calibrate(telemetry=None, console=None) -> dict:
         "constants": probe.constants,
         "errors": errors,
     }
-    doc["calibration"] = _theory_constants(probe.constants, device_doc) if not errors else None
+    doc["calibration"] = _theory_constants(probe.constants, device_doc) if whole(errors) else None
     return doc
+
+
+def whole(errors: dict) -> bool:
+    """Whether a calibration whose probes failed with `errors` (step: message) still gives the
+    theory's constants: only optional probes failed (their constants are then None)."""
+    return not set(errors) - set(OPTIONAL_STEPS)
 
 
 # Calibration fields that are not a probe's constant: facts of the device, and the fixed-cost
 # curves (the lists of the kernel_fixed_s and cta_read_bytes_per_s probes).
 DEVICE_FIELDS = ("sms", "sm_clock_hz", "l2_bytes", "source", *CURVE_FIELDS)
+# Probes whose failure leaves their constant None (OPTIONAL_FIELDS) and the calibration whole.
+OPTIONAL_STEPS = ("mma_sync",)
 
 
 def _theory_constants(constants: dict, device: dict) -> dict:
-    """The theory's Calibration: each probe constant's value, and the device's facts."""
+    """The theory's Calibration: each probe constant's value (None for an optional one not
+    measured), and the device's facts."""
     measured = [f.name for f in fields(Calibration) if f.name not in DEVICE_FIELDS]
+    optional = {name: constants.get(name, {}).get("value") for name in OPTIONAL_FIELDS}
     cal = Calibration(
-        **{name: constants[name]["value"] for name in measured},
+        **{name: constants[name]["value"] for name in measured if name not in optional},
+        **optional,
         sms=device["sms"],
         sm_clock_hz=(device["max_sm_clock_mhz"] or 0) * 1e6,
         l2_bytes=device["l2_bytes"],

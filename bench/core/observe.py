@@ -8,10 +8,13 @@ carries (cutlass-style `128x128x64`, cuDNN's `64x128x128`) where the grid agrees
 grid must hold exactly the tiles that tile makes of the output, or a whole multiple of them (the
 multiple is the split-K), in one of the two orientations (cuBLAS is column-major: its M is our
 N). A tile the grid does not confirm (a persistent or stream-K kernel) is left undeclared.
+The name also says which matrix instructions a kernel runs (`name_mma`): Ampere-era code
+(FlashAttention 2, an `sm80` kernel) issues mma.sync even on Hopper, Hopper's own wgmma.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -27,6 +30,11 @@ TILE = re.compile(r"(?<![0-9])(\d{2,3})x(\d{2,3})x(\d{2,3})(?![0-9])")
 # FlashAttention 2's kernels name their block shape in a template: Flash_fwd_kernel_traits<
 # head dim, BLOCK_M, BLOCK_N, warps, ...> (its kernel_traits.h).
 FLASH_TRAITS = re.compile(r"Flash_fwd_kernel_traits<\s*(\d+),\s*(\d+),\s*(\d+),")
+# Kernels that run mma.sync on Hopper: FlashAttention 2's forward kernels (its sm80 code, which
+# SDPA's flash backend runs on an H200; not the split-KV combine, which runs no MMA) and any
+# kernel built for sm80. Those built for sm90, or naming wgmma, run wgmma.
+MMA_SYNC = re.compile(r"\bflash_fwd_(splitkv_)?kernel\b|sm80(?![0-9])", re.IGNORECASE)
+MMA_WGMMA = re.compile(r"sm90|wgmma", re.IGNORECASE)
 NAME_CHARS = re.compile(r"[^A-Za-z0-9_]+")
 MAX_NAME = 60
 
@@ -60,6 +68,28 @@ def name_tile(name: str) -> tuple[int, ...]:
         head_dim, block_m, block_n = (int(g) for g in flash.groups())
         return (block_m, block_n, head_dim)
     return ()
+
+
+def name_mma(name: str) -> str:
+    """The matrix instructions a kernel's name says it runs: "sync" (FlashAttention 2's forward
+    kernels, an sm80 kernel), "wgmma" (an sm90 or wgmma kernel, cuBLAS's nvjet_sm90), else ""
+    (not known: the tiers charge it as before)."""
+    if MMA_SYNC.search(name):
+        return "sync"
+    if MMA_WGMMA.search(name):
+        return "wgmma"
+    return ""
+
+
+def with_named_mma(plan: LaunchPlan | None) -> LaunchPlan | None:
+    """The plan with each kernel's `mma` read from its name where the plan does not give it
+    (a record written before the plan's text carried it)."""
+    if plan is None:
+        return None
+    kernels = tuple(
+        k if k.mma else dataclasses.replace(k, mma=name_mma(k.name)) for k in plan.kernels
+    )
+    return dataclasses.replace(plan, kernels=kernels)
 
 
 def confirmed_tile(work: Work, tile: tuple[int, ...], programs: int) -> tuple[tuple, int]:
@@ -100,7 +130,8 @@ def observed_plan(kernels: list[ObservedKernel], work: Work, declared: LaunchPla
         if not tile_found:
             tile, splits = confirmed_tile(work, name_tile(kernel.name), programs)
             tile_found = bool(tile)
-        launches.append(KernelLaunch(short_name(kernel.name), kernel.grid, tile, splits))
+        name, mma = short_name(kernel.name), name_mma(kernel.name)
+        launches.append(KernelLaunch(name, kernel.grid, tile, splits, mma=mma))
     if declared is not None and declared.partial_bytes:
         main_index = next((i for i, k in enumerate(launches) if k.tile), 0)
         first, last = declared.kernels[0].partial_bytes, declared.kernels[-1].partial_bytes
@@ -117,7 +148,7 @@ def observed_plan(kernels: list[ObservedKernel], work: Work, declared: LaunchPla
 
 
 def _with_partial(kernel: KernelLaunch, partial_bytes: float) -> KernelLaunch:
-    return KernelLaunch(kernel.name, kernel.grid, kernel.tile, kernel.splits, partial_bytes)
+    return dataclasses.replace(kernel, partial_bytes=partial_bytes)
 
 
 def trace_kernels(trace: dict) -> list[ObservedKernel]:

@@ -167,6 +167,15 @@ def test_a_plans_bytes_in_flight_survive_its_text():
     assert KernelLaunch.parse(launch.describe()) == launch
 
 
+def test_a_plans_mma_survives_its_text_and_an_unknown_one_is_refused():
+    launch = KernelLaunch("flash_fwd_kernel", (4, 1, 32), (128, 64, 128), mma="sync")
+    assert launch.describe().endswith(" mma sync")
+    assert KernelLaunch.parse(launch.describe()) == launch
+    assert "mma" not in KernelLaunch("gemm").describe()  # not known: not in the text
+    with pytest.raises(ValueError, match="mma"):
+        KernelLaunch("k", mma="hmma")
+
+
 def test_the_fixed_curve_survives_a_json_round_trip():
     back = tiers.Calibration.from_dict(json.loads(json.dumps(CURVE.to_dict())))
     assert back == CURVE
@@ -212,6 +221,77 @@ def test_makespan_of_full_waves_and_of_a_straggler():
 def test_exp_and_alu_on_one_sm():
     assert tiers.exp_s(1e6, CAL) == pytest.approx(1e6 / (16 * 1.98e9))
     assert tiers.alu_s(1e6, 5, CAL) == pytest.approx(5e6 / (128 * 1.98e9))
+
+
+# The mma.sync peak at 5/8 of the burst matmul peak (500 of 800 TFLOP/s).
+SYNC = dataclasses.replace(CAL, mma_sync_flops=500e12)
+
+
+def with_mma(work_plan, mma):
+    kernels = tuple(dataclasses.replace(k, mma=mma) for k in work_plan.kernels)
+    return dataclasses.replace(work_plan, kernels=kernels)
+
+
+def test_tensor_rate_scales_the_duty_rate_by_the_mma_sync_peak_for_mma_sync_only():
+    sync, wgmma = with_mma(GEMM_PLAN, "sync"), with_mma(GEMM_PLAN, "wgmma")
+    assert tiers.tensor_rate(680e12, sync, SYNC) == pytest.approx(425e12)  # 680 x 500 / 800
+    assert tiers.tensor_rate(800e12, sync, SYNC) == pytest.approx(500e12)  # burst: the probe's
+    for other in (wgmma, GEMM_PLAN, None):
+        assert tiers.tensor_rate(680e12, other, SYNC) == 680e12
+    assert tiers.tensor_rate(680e12, sync, CAL) == 680e12  # no probe: no term
+
+
+def test_a_matmul_known_to_run_mma_sync_computes_at_the_mma_sync_peak_from_t5():
+    work = matmul(8192, 8192, 8192)
+    sync = plan(KernelLaunch("sm80_xmma_gemm", mma="sync"))
+    got = tiers.predict(work, SYNC, DATASHEET, "graph", sync)
+    overhead = CAL.launch_s + tiers.fixed_s(work.cost.bytes_, CAL)
+    flops = 2.0 * 8192**3
+    assert got.tiers["T4"] == pytest.approx(overhead + flops / 680e12, rel=1e-12)
+    assert got.tiers["T5"] == pytest.approx(overhead + flops / 425e12, rel=1e-12)
+    assert got.terms["compute"] == pytest.approx(flops / 425e12, rel=1e-12)
+
+
+def test_attention_known_to_run_mma_sync_pays_its_tensor_time_at_the_mma_sync_peak():
+    """The exact pairs spread over every SM: per SM, scores x 4 d FLOPs at the mma.sync rate
+    per SM, then one exp2 per score (unchanged)."""
+    work = prefill(1, 2, 2, 4096, 128)
+    flash = plan(KernelLaunch("flash_fwd_kernel", mma="sync"))
+    got = tiers.predict(work, SYNC, DATASHEET, "graph", flash)
+    per_sm_s = tiers.scores(work) * 4 * 128 / (425e12 / CAL.sms)
+    per_sm_s += tiers.exp_s(tiers.scores(work), CAL)
+    assert got.terms["compute"] + got.terms["exp"] == pytest.approx(per_sm_s / CAL.sms, rel=1e-9)
+
+
+@pytest.mark.parametrize("method,gap", METHODS)
+@pytest.mark.parametrize("case", CASES)
+def test_without_a_known_mma_sync_or_the_probe_nothing_changes(case, method, gap):
+    work, work_plan = CASES[case]
+    before = tiers.predict(work, CAL, DATASHEET, method, work_plan, gap)
+    for cal, mma in ((SYNC, ""), (SYNC, "wgmma"), (CAL, "sync")):
+        got = tiers.predict(work, cal, DATASHEET, method, with_mma(work_plan, mma), gap)
+        assert got == before, (cal.mma_sync_flops, mma)
+
+
+@given(ratio=st.floats(0.05, 1.0), case=st.sampled_from(sorted(CASES)))
+def test_mma_sync_below_the_burst_peak_never_predicts_less_than_wgmma(ratio, case):
+    work, work_plan = CASES[case]
+    cal = dataclasses.replace(CAL, mma_sync_flops=ratio * CAL.matmul_burst_flops)
+    for method, gap in METHODS:
+        sync, wgmma = (
+            tiers.predict(work, cal, DATASHEET, method, with_mma(work_plan, mma), gap).tiers
+            for mma in ("sync", "wgmma")
+        )
+        assert all(sync[t] == wgmma[t] for t in ("T0", "T1", "T2", "T3", "T4"))
+        assert sync["T5"] >= wgmma["T5"] * (1 - 1e-12)
+        assert sync["T6"] >= wgmma["T6"] * (1 - 1e-12)
+    # At the burst peak itself mma.sync is wgmma.
+    same = dataclasses.replace(CAL, mma_sync_flops=CAL.matmul_burst_flops)
+    sync, wgmma = (
+        tiers.predict(work, same, DATASHEET, "graph", with_mma(work_plan, mma)).tiers
+        for mma in ("sync", "wgmma")
+    )
+    assert sync == pytest.approx(wgmma, rel=1e-12)
 
 
 # --- tiles -------------------------------------------------------------------------------------
@@ -374,6 +454,14 @@ def test_calibration_round_trips_and_rejects_missing_or_negative_constants():
         Calibration.from_dict(data)
     with pytest.raises(ValueError, match="launch_s"):
         Calibration.from_dict(CAL.to_dict() | {"launch_s": -1e-6})
+
+
+def test_the_mma_sync_peak_is_optional_and_round_trips():
+    assert CAL.mma_sync_flops is None  # a calibration written before the probe still loads
+    assert Calibration.from_dict(SYNC.to_dict()) == SYNC
+    assert json.loads(json.dumps(CAL.to_dict()))["mma_sync_flops"] is None
+    with pytest.raises(ValueError, match="mma_sync_flops"):
+        dataclasses.replace(CAL, mma_sync_flops=-1.0)
 
 
 def test_work_rejects_an_unknown_kind():

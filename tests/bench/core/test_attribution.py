@@ -123,3 +123,22 @@ def test_retier_on_the_same_calibration_reproduces_the_tier_columns(impl):
         (filled.launches - 1) * (CAL.launch_s + tiers.fixed_s(WRITTEN_BYTES, CAL))
         + (filled.partial_bytes / 2) * (1 / CAL.read_bytes_per_s + 1 / CAL.write_bytes_per_s)
     )
+
+
+def test_retier_reads_an_observed_plans_mma_from_its_kernel_names():
+    """A committed record's observed plan (its text from before the mma was written) is charged
+    mma.sync for FlashAttention 2's kernel where the calibration has the peak; a declared
+    plan's kernels are never renamed into one."""
+    case = make_case("prefill_attention", batch=1, heads=32, kv_heads=8, seq=4096,
+                     head_dim=128, causal=True)  # fmt: skip
+    record = dataclasses.replace(
+        timed(case, "sdpa_flash", 5e-3),
+        plan="1 kernel: flash_fwd_kernel grid 32x1x32 partial 33554432",
+        plan_source="observed",
+    )
+    sync = dataclasses.replace(CAL, mma_sync_flops=0.5 * CAL.matmul_burst_flops)
+    plain, slower = retier(record, CAL, DATASHEET), retier(record, sync, DATASHEET)
+    assert slower.predicted_t4_s == plain.predicted_t4_s
+    assert slower.predicted_t5_s > 1.5 * plain.predicted_t5_s  # compute-bound: ~2x the tensor
+    declared = dataclasses.replace(record, plan_source="declared")
+    assert retier(declared, sync, DATASHEET).predicted_t5_s == plain.predicted_t5_s

@@ -81,6 +81,16 @@ def test_theory_constants_take_each_probe_value_and_the_device_facts():
     assert out["sm_clock_hz"] == pytest.approx(1980e6)
     assert "H200" in out["source"]
     assert Calibration.from_dict(out).read_bytes_per_s == 1.0
+    # The mma.sync peak is optional: None where its probe did not run, else its value.
+    assert out["mma_sync_flops"] is None
+    constants["mma_sync_flops"] = {"value": 5e14, "unit": "FLOP/s", "method": "m"}
+    assert cal_mod._theory_constants(constants, device)["mma_sync_flops"] == 5e14
+
+
+def test_only_a_failed_optional_probe_leaves_the_calibration_whole():
+    assert cal_mod.whole({})
+    assert cal_mod.whole({"mma_sync": "RuntimeError: no configuration ran mma.sync"})
+    assert not cal_mod.whole({"matmul": "OutOfMemoryError: ...", "mma_sync": "..."})
 
 
 class FakeTelemetry:

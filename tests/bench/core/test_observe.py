@@ -1,16 +1,21 @@
 """bench/core/observe.py without a GPU: kernel names made one word, the tile a name carries,
 the grid that must confirm it, and the plan built from a profiler's trace."""
 
+from pathlib import Path
+
 import pytest
 
 from roofbench.bench.core.observe import (
     ObservedKernel,
     confirmed_tile,
+    name_mma,
     name_tile,
     observed_plan,
     short_name,
     trace_kernels,
+    with_named_mma,
 )
+from roofbench.bench.core.records import read_records
 from roofbench.kernels.catalog import get_impl, make_case
 from roofbench.theory import tiers
 from roofbench.theory.plan import LaunchPlan
@@ -129,3 +134,56 @@ def test_an_observed_plan_counts_every_kernel_and_keeps_the_copys_bytes():
 def test_our_declared_plans_are_not_opaque():
     case = make_case("gemm", m=256, n=1024, k=4096)
     assert not get_impl("gemm", "triton").launch_plan(case).opaque
+
+
+# Kernel names as Nsight Compute and torch.profiler listed them on an H200 (the committed sweeps).
+CUDNN_DECODE = (
+    "cudnn_generated_fort_native_sdpa_sm80_flash_fprop_wmma_f16_knob_35_16x128x128_1x4x1_cga1x1x1"
+    "_kernel0_0"
+)
+CUDNN_PREFILL = (
+    "cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_7_64x128x128_4x1x1_cga1x1x1"
+    "_kernel0_0"
+)
+
+
+@pytest.mark.parametrize(
+    "name,mma",
+    [(FLASH, "sync"), ("flash_fwd_kernel", "sync"), ("flash_fwd_splitkv_kernel", "sync"),
+     (CUDNN_DECODE, "sync"), (short_name(CUDNN_DECODE), "sync"),
+     (CUDNN_PREFILL, "wgmma"), (short_name(CUDNN_PREFILL), "wgmma"),
+     ("nvjet_sm90_tst_320x128_64x3_1x2_h_bz_coopB_TNT", "wgmma"), (CUBLAS, "wgmma"),
+     # The split-KV combine runs no MMA; ours and torch's own kernels say nothing.
+     ("flash_fwd_splitkv_combine_kernel", ""), ("_attn_fwd_kernel", ""),
+     ("_gemm_tma_kernel", ""), (COPY, "")],
+)  # fmt: skip
+def test_the_name_says_which_matrix_instructions_a_kernel_runs(name, mma):
+    assert name_mma(name) == mma
+
+
+def test_an_observed_plan_carries_each_kernels_mma_through_its_text():
+    case = make_case("decode_attention", batch=16, seq=1024, heads=32, kv_heads=8, head_dim=128)
+    kernels = [ObservedKernel(FLASH.replace("flash_fwd_kernel", "flash_fwd_splitkv_kernel"),
+                              (1, 2, 128)),
+               ObservedKernel("void flash_fwd_splitkv_combine_kernel<...>(Flash_fwd_params)",
+                              (128, 1, 1))]  # fmt: skip
+    plan = observed_plan(kernels, case.work(), None)
+    assert [k.mma for k in plan.kernels] == ["sync", ""]
+    assert plan.main.mma == "sync" and plan.main.tile == (128, 64, 128)
+    assert LaunchPlan.parse(plan.describe()).kernels == plan.kernels
+
+
+RECORDED = Path(__file__).resolve().parents[3] / "results" / "h200" / "20261201T231443Z"
+
+
+@pytest.mark.parametrize(
+    "op,impl,mma",
+    [("prefill_attention", "sdpa_flash", "sync"), ("decode_attention", "sdpa_flash", "sync"),
+     ("decode_attention", "sdpa_cudnn", "sync"), ("prefill_attention", "sdpa_cudnn", "wgmma"),
+     ("gemm", "torch", "wgmma"), ("gemm", "triton", "")],
+)  # fmt: skip
+def test_the_committed_plans_name_their_mma(op, impl, mma):
+    """A plan recorded before its text carried the mma: its kernels' names give it."""
+    records = [r for r in read_records(RECORDED / "records.csv") if (r.op, r.impl) == (op, impl)]
+    plans = [with_named_mma(LaunchPlan.parse(r.plan)) for r in records if r.plan]
+    assert plans and {p.main.mma for p in plans} == {mma}
