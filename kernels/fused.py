@@ -6,10 +6,12 @@ product), each paying a launch and a DRAM round trip (DESIGN, "Where the time go
 "fused" backend launches instead:
 
 - where the projections are GEMVs (up to `gemv.TOKENS_PER_DOT` token rows: a decode step, a
-  short prefill), the element-wise work in their epilogues (`kernels.gemv.gemv`): each RMSNorm
-  folded into the projection after it (QKV, gate|up, the LM head), SiLU x up into gate|up's, each
-  residual add into O's and down's. A layer is then QKV, `rope_kv_append`, attention, O,
-  gate|up and down: 5 kernels besides attention, the residual stream updated in place. Each
+  short prefill), the element-wise work in their epilogues (`kernels.gemv.gemv`): SiLU x up
+  into gate|up's, each residual add into O's and down's, and at one token row each RMSNorm
+  folded into the projection after it (QKV, gate|up, the LM head; at 2..16 rows a norm is a
+  kernel of its own, `folds_norm`). A layer at batch 1 is then QKV, `rope_kv_append`,
+  attention, O, gate|up and down: 5 kernels besides attention (7 at 2..16 rows), the residual
+  stream updated in place. Each
   GEMV is launched as a programmatic dependent of the kernel before it where the GPU allows
   (`kernels._util.has_pdl`), so that back-to-back GEMVs overlap one's drain with the next's
   launch;
@@ -33,7 +35,6 @@ import torch
 import triton
 import triton.language as tl
 
-from . import gemv as _gemv
 from ._util import check_float
 
 
@@ -332,109 +333,3 @@ def silu_mul_reference(gate_up):
     """float64 SiLU(gate) * up."""
     g, u = gate_up.double().chunk(2, dim=-1)
     return g * torch.sigmoid(g) * u
-
-
-# --- the "fused" backend of `kernels.llama.Llama` ---------------------------------------------
-
-# What the decoder calls them by (`Llama._fused`; `kernels.llama_plan` declares these calls).
-KERNELS = {
-    "add_rms_norm": add_rms_norm,
-    "rope_kv_append": rope_kv_append,
-    "silu_mul": silu_mul,
-    "gemv_epilogue": _gemv.gemv,  # with its epilogue (norm, bias, SiLU x up, residual)
-}
-
-
-def on_gemv(rows: int) -> bool:
-    """Whether a step of `rows` token rows runs its projections on the epilogue GEMV."""
-    return rows <= _gemv.TOKENS_PER_DOT
-
-
-def _gemv_layers(model, x, attend):
-    """The layers with every projection on the epilogue GEMV, over the residual stream x
-    [T, hidden] (updated in place, and returned): the input norm in QKV's epilogue, the
-    residual adds in O's and down's, the MLP norm and SiLU x up in gate|up's."""
-    fn, w, eps = model._fused["gemv_epilogue"], model.weights, model.config.rms_norm_eps
-
-    def gemv(*args, **kwargs):  # each a programmatic dependent of the kernel before it
-        return fn(*args, **kwargs, pdl=True)
-
-    for i, layer in enumerate(w.layers):
-        qkv = gemv(x, layer.wqkv, norm=layer.attn_norm, eps=eps, bias=layer.bqkv)
-        gemv(attend(i, qkv), layer.wo, x, bias=layer.bo, residual=x)
-        act = gemv(x, layer.w_gate_up, norm=layer.mlp_norm, eps=eps, bias=layer.b_gate_up, glu=True)
-        gemv(act, layer.w_down, x, bias=layer.b_down, residual=x)
-    return x
-
-
-def _gemv_logits(model, last):
-    """The LM head with the final norm in its epilogue, over the last token rows of each
-    sequence (a strided view of the stream in a prefill)."""
-    w, eps = model.weights, model.config.rms_norm_eps
-    return model._fused["gemv_epilogue"](last, w.lm_head, norm=w.norm, eps=eps, pdl=True)
-
-
-def _layers(model, x, batch: int, attend):
-    """The layers over the residual stream x [T, hidden], updated in place: each layer's input
-    norm takes the previous layer's MLP output as its residual add (the first has none);
-    `attend(i, qkv)` returns layer i's attention output [T, q_dim]. Returns (the last MLP
-    output, x): the final norm adds the one to the other."""
-    k, w, eps = model._fused, model.weights, model.config.rms_norm_eps
-    delta = None
-    for i, layer in enumerate(w.layers):
-        h, x = k["add_rms_norm"](delta, x, layer.attn_norm, eps)
-        o = attend(i, model._linear(h, layer.wqkv, layer.bqkv))
-        h, x = k["add_rms_norm"](model._linear(o, layer.wo, layer.bo), x, layer.mlp_norm, eps)
-        gate_up = model._linear(h, layer.w_gate_up, layer.b_gate_up)
-        delta = model._linear(k["silu_mul"](gate_up), layer.w_down, layer.b_down)
-    return delta, x
-
-
-def _logits(model, delta, x):
-    h, _ = model._fused["add_rms_norm"](delta, x, model.weights.norm, model.config.rms_norm_eps)
-    return model._linear(h, model.weights.lm_head)
-
-
-def decode_step(model, tokens: torch.Tensor, context_lens: torch.Tensor) -> torch.Tensor:
-    """`Llama.decode_step` on the fused backend (its checks made): the new token of sequence b
-    rotated at position context_lens[b] and written to the cache there, read from the device."""
-    cfg, w, cache = model.config, model.weights, model.cache
-    batch = tokens.shape[0]
-    torch.add(context_lens, 1, out=cache.attend_lens)
-    rope = model._fused["rope_kv_append"]
-    attention = model._fn["decode_attention"]
-
-    def attend(i, qkv):
-        k_cache, v_cache = cache.k(i), cache.v(i)
-        heads = (cfg.num_heads, cfg.num_kv_heads)
-        q, _, _ = rope(qkv, cache.cos, cache.sin, batch, *heads, context_lens, k_cache, v_cache)
-        o = attention(q[:, 0], k_cache, v_cache, cache.attend_lens)  # [B, Hq, D]
-        return o.reshape(batch, cfg.q_dim)
-
-    x = torch.nn.functional.embedding(tokens.reshape(batch), w.embed)
-    if on_gemv(batch):
-        return _gemv_logits(model, _gemv_layers(model, x, attend))
-    return _logits(model, *_layers(model, x, batch, attend))
-
-
-def forward(model, tokens: torch.Tensor, cache, cos: torch.Tensor, sin: torch.Tensor):
-    """`Llama._forward` on the fused backend: N positions per sequence from 0, K and V written
-    to `cache` (or to buffers of their own when none); logits of each sequence's last token."""
-    cfg, w = model.config, model.weights
-    batch, n = tokens.shape
-    rope = model._fused["rope_kv_append"]
-    attention = model._fn["prefill_attention"]
-
-    def attend(i, qkv):
-        dst = (None, None) if cache is None else (cache.k(i), cache.v(i))
-        heads = (cfg.num_heads, cfg.num_kv_heads)
-        q, k, v = rope(qkv, cos, sin, batch, *heads, None, *dst, q_heads_outer=True)
-        o = attention(q, k[:, :, :n], v[:, :, :n], causal=True)  # [B, Hq, N, D]
-        return o.transpose(1, 2).reshape(batch * n, cfg.q_dim)
-
-    x = torch.nn.functional.embedding(tokens.reshape(-1), w.embed)  # [B*N, hidden]
-    if on_gemv(batch * n):
-        return _gemv_logits(model, _gemv_layers(model, x, attend).view(batch, n, -1)[:, -1])
-    delta, x = _layers(model, x, batch, attend)
-    # The final norm over each sequence's last token only (strided rows of the stream).
-    return _logits(model, delta.view(batch, n, -1)[:, -1], x.view(batch, n, -1)[:, -1])

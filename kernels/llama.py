@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from roofbench.theory.llm import ModelConfig
 from roofbench.theory.ops import dtype_bytes
 
-from . import catalog, fused, llama_compiled
+from . import catalog, fused_step, llama_compiled
 from .gemv import TOKENS_PER_DOT
 from .llama_weights import LayerWeights, Weights, random_weights
 
@@ -245,7 +245,7 @@ class Llama:
         self.impl_names = names
         self._fn = {op: catalog.get_impl(op, name).fn for op, name in names.items()}
         # The fused backend's element-wise kernels, by name (none on the other backends).
-        self._fused = dict(fused.KERNELS) if self.backend == FUSED else {}
+        self._fused = dict(fused_step.KERNELS) if self.backend == FUSED else {}
         self._compiled = llama_compiled.Phases(self) if self.backend == COMPILE else None
         self.cache: KVCache | None = None
         self._rope: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -326,8 +326,8 @@ class Llama:
             raise ValueError(f"decode_step needs a cache for {batch} sequences: call prefill first")
         if tuple(context_lens.shape) != (batch,) or context_lens.dtype != torch.int32:
             raise ValueError("context_lens must be an int32 tensor [B]")
-        if self._fused or self._compiled:  # kernels.fused's step, or torch.compile's
-            return (self._compiled or fused).decode_step(self, tokens, context_lens)
+        if self._fused or self._compiled:  # kernels.fused_step's step, or torch.compile's
+            return (self._compiled or fused_step).decode_step(self, tokens, context_lens)
         cfg, w = self.config, self.weights
         eps = cfg.rms_norm_eps
         cache.positions.copy_(context_lens)
@@ -362,7 +362,7 @@ class Llama:
     def _forward(self, tokens, cache: KVCache | None, cos, sin) -> torch.Tensor:
         """All N positions of each sequence at once (causal), caching K and V if `cache`."""
         if self._fused or self._compiled:
-            return (self._compiled or fused).forward(self, tokens, cache, cos, sin)
+            return (self._compiled or fused_step).forward(self, tokens, cache, cos, sin)
         batch, n = tokens.shape
         cfg, w = self.config, self.weights
         eps = cfg.rms_norm_eps

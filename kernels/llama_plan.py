@@ -23,9 +23,10 @@ Per step (T token rows: B x N in a prefill, B in a decode step; L layers):
 
 On the "fused" backend (`kernels.fused`) the element-wise kernels are instead: the lengths
 (decode only), the embedding, per layer one `rope_kv_append` (Q and K rotated, K and V into the
-cache) and, where the projections are GEMVs (up to 16 token rows), nothing else: the norms, the
-bias adds, SiLU x up and the residual adds run in the projections' epilogues (`kernels.gemv`,
-cost `theory.ops.gemv_epilogue`), the LM head's with the final norm. On the GEMM instead: two
+cache) and, where the projections are GEMVs (up to 16 token rows), nothing else at one token
+row: the norms, the bias adds, SiLU x up and the residual adds run in the projections'
+epilogues (`kernels.gemv`, cost `theory.ops.gemv_epilogue`), the LM head's with the final norm;
+at 2..16 rows the norms are kernels of their own (`kernels.fused_step.folds_norm`). On the GEMM: two
 `add_rms_norm` per layer (the first layer's input norm with no residual add) and one
 `silu_mul`, the final `add_rms_norm` over the last token of each sequence, the ops as on
 "triton".
@@ -49,7 +50,7 @@ from roofbench.theory.plan import LaunchPlan
 from roofbench.theory.step import StepKernel
 from roofbench.theory.tiers import Work
 
-from . import catalog, fused, gemv
+from . import catalog, fused_step, gemv
 from ._util import default_device, num_sms
 from .attention import attention_reference
 from .decode_attention import decode_attention_reference
@@ -338,7 +339,7 @@ def _key_mask(step: _Step, batch: int, keys: int, layers: int) -> None:
 def _fused_kernels(
     step: _Step, phase: str, batch: int, seq: int, max_seq: int | None
 ) -> tuple[StepKernel, ...]:
-    """The kernels of a step on the "fused" backend (`kernels.fused.decode_step`, `forward`).
+    """The kernels of a step on the "fused" backend (`kernels.fused_step.decode_step`, `forward`).
     On the epilogue GEMV: per layer QKV (input norm, bias), one rotary + KV append, attention,
     O (bias, residual add), gate|up (MLP norm, bias, SiLU x up), down (bias, residual add); the
     LM head with the final norm. On the GEMM: per layer two norms (the first layer's input norm
@@ -362,15 +363,28 @@ def _fused_kernels(
     qkv_bytes = rows * qkv_n * e
     rope = ops.elementwise(qkv_bytes + table + index, qkv_bytes)
 
-    if fused.on_gemv(rows):
+    if fused_step.on_gemv(rows):
         project = step.gemv_epilogue
-        project("qkv", rows, qkv_n, h, layers, norm=True, bias=cfg.has_qkv_bias)
+        folded = fused_step.folds_norm(rows)
+        if not folded:  # the two norms of each layer as kernels of their own
+            step.add("norm", "norm", ops.rms_norm(rows, h, dtype), "add_rms_norm", 2 * layers)
+        project("qkv", rows, qkv_n, h, layers, norm=folded, bias=cfg.has_qkv_bias)
         step.add("rope_kv_append", "rotary", rope, "rope_kv_append", layers)
         _attention(step, decode, batch, seq, max_seq)
         project("o_proj", rows, h, cfg.q_dim, layers, bias=cfg.attention_bias, residual=True)
-        project("gate_up", rows, 2 * inter, h, layers, norm=True, bias=cfg.mlp_bias, glu=True)
+        project("gate_up", rows, 2 * inter, h, layers, norm=folded, bias=cfg.mlp_bias, glu=True)
         project("down", rows, h, inter, layers, bias=cfg.mlp_bias, residual=True)
-        project("lm_head", batch, cfg.vocab_size, h, 1, kind="lm_head", norm=True)
+        if not fused_step.folds_norm(batch):
+            step.add("final_norm", "norm", ops.rms_norm(batch, h, dtype), "add_rms_norm")
+        project(
+            "lm_head",
+            batch,
+            cfg.vocab_size,
+            h,
+            1,
+            kind="lm_head",
+            norm=fused_step.folds_norm(batch),
+        )
         return tuple(step.kernels)
 
     def add_norm(n: int):  # delta and residual read, the residual and the normed rows written

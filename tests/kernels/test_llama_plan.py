@@ -337,8 +337,9 @@ def test_the_gpu_launches_the_declared_kernels(backend, phase, batch, seq):
 )
 def test_the_fused_backend_launches_fewer_kernels_and_is_predicted_faster(phase, batch, seq):
     """The same projection and attention launches as on "triton"; besides them, where the
-    projections are GEMVs (a decode step, a naive step of 9 rows), 1 kernel per layer (rotary +
-    append: the norms, SiLU x up and residual adds run in the projections' epilogues), on the
+    projections are GEMVs, 1 kernel per layer at one token row (rotary + append: the norms,
+    SiLU x up and residual adds run in the projections' epilogues), 3 at 9 rows (the norms
+    are kernels of their own there), on the
     GEMM 4 (two norms, rotary + append, SiLU x up), against 13 (11 in a naive step); less
     element-wise traffic, and a shorter step predicted on the H200's calibration."""
     config = MODELS["llama3-8b"].with_layers(4)
@@ -352,8 +353,11 @@ def test_the_fused_backend_launches_fewer_kernels_and_is_predicted_faster(phase,
     light = set(KINDS) - SHARED - {"layout"}
     on_gemv = phase != "prefill"  # 1 and 9 token rows; the prefill's 128 run on the GEMM
     lengths = phase == "decode"  # a decode step's lengths
-    if on_gemv:  # the embedding; the final norm is in the LM head's epilogue
+    rows = batch if phase == "decode" else batch * seq
+    if on_gemv and rows == 1:  # the embedding; the final norm is in the LM head's epilogue
         assert launches(fused, light) == layers + 1 + lengths
+    elif on_gemv:  # and the two norms of each layer as kernels (the final one at batch > 1)
+        assert launches(fused, light) == 3 * layers + 1 + (batch > 1) + lengths
     else:  # the embedding and the final norm
         assert launches(fused, light) == 4 * layers + 2 + lengths
     per_layer = 13 if phase != "naive" else 11  # a naive step appends no K and V

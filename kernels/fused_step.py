@@ -1,0 +1,131 @@
+"""The "fused" backend of `kernels.llama.Llama`: a decode step or prefill on the fused
+element-wise kernels (`kernels.fused`) and the GEMV's epilogues (`kernels.gemv`), as the module
+docstring of `kernels.fused` describes; `kernels.llama_plan` declares what these launch."""
+
+from __future__ import annotations
+
+import torch
+
+from . import gemv as _gemv
+from .fused import add_rms_norm, rope_kv_append, silu_mul
+
+# What the decoder calls them by (`Llama._fused`; `kernels.llama_plan` declares these calls).
+KERNELS = {
+    "add_rms_norm": add_rms_norm,
+    "rope_kv_append": rope_kv_append,
+    "silu_mul": silu_mul,
+    "gemv_epilogue": _gemv.gemv,  # with its epilogue (norm, bias, SiLU x up, residual)
+}
+
+
+def on_gemv(rows: int) -> bool:
+    """Whether a step of `rows` token rows runs its projections on the epilogue GEMV."""
+    return rows <= _gemv.TOKENS_PER_DOT
+
+
+def folds_norm(rows: int) -> bool:
+    """Whether the RMSNorm runs in the next GEMV's epilogue at `rows` token rows: at one row.
+    On the tensor-core path (2..16 rows) a norm folded into the GEMV measured 3x its time on
+    an H200 (16.8 -> 50.6 us at 6144x4096, 57 -> 172 us at 28672x4096), so there the norm is
+    a kernel of its own (`add_rms_norm` without a delta) and the GEMV reads its output."""
+    return rows == 1
+
+
+def _gemv_layers(model, x, attend):
+    """The layers with every projection on the epilogue GEMV, over the residual stream x
+    [T, hidden] (updated in place, and returned): the residual adds in O's and down's, SiLU x
+    up in gate|up's, and each norm in the epilogue of the projection after it (`folds_norm`)."""
+    fn, w, eps = model._fused["gemv_epilogue"], model.weights, model.config.rms_norm_eps
+
+    def gemv(*args, **kwargs):  # each a programmatic dependent of the kernel before it
+        return fn(*args, **kwargs, pdl=True)
+
+    def normed(gain):  # the GEMV's input and epilogue for a norm of the stream with `gain`
+        if folds_norm(x.shape[0]):
+            return x, {"norm": gain, "eps": eps}
+        return model._fused["add_rms_norm"](None, x, gain, eps)[0], {}
+
+    for i, layer in enumerate(w.layers):
+        h, norm = normed(layer.attn_norm)
+        qkv = gemv(h, layer.wqkv, bias=layer.bqkv, **norm)
+        gemv(attend(i, qkv), layer.wo, x, bias=layer.bo, residual=x)
+        h, norm = normed(layer.mlp_norm)
+        act = gemv(h, layer.w_gate_up, bias=layer.b_gate_up, glu=True, **norm)
+        gemv(act, layer.w_down, x, bias=layer.b_down, residual=x)
+    return x
+
+
+def _gemv_logits(model, last):
+    """The LM head with the final norm (in its epilogue at one row, `folds_norm`), over the
+    last token rows of each sequence (a strided view of the stream in a prefill)."""
+    w, eps = model.weights, model.config.rms_norm_eps
+    if not folds_norm(last.shape[0]):
+        last = model._fused["add_rms_norm"](None, last, w.norm, eps)[0]
+        return model._fused["gemv_epilogue"](last, w.lm_head, pdl=True)
+    return model._fused["gemv_epilogue"](last, w.lm_head, norm=w.norm, eps=eps, pdl=True)
+
+
+def _layers(model, x, batch: int, attend):
+    """The layers over the residual stream x [T, hidden], updated in place: each layer's input
+    norm takes the previous layer's MLP output as its residual add (the first has none);
+    `attend(i, qkv)` returns layer i's attention output [T, q_dim]. Returns (the last MLP
+    output, x): the final norm adds the one to the other."""
+    k, w, eps = model._fused, model.weights, model.config.rms_norm_eps
+    delta = None
+    for i, layer in enumerate(w.layers):
+        h, x = k["add_rms_norm"](delta, x, layer.attn_norm, eps)
+        o = attend(i, model._linear(h, layer.wqkv, layer.bqkv))
+        h, x = k["add_rms_norm"](model._linear(o, layer.wo, layer.bo), x, layer.mlp_norm, eps)
+        gate_up = model._linear(h, layer.w_gate_up, layer.b_gate_up)
+        delta = model._linear(k["silu_mul"](gate_up), layer.w_down, layer.b_down)
+    return delta, x
+
+
+def _logits(model, delta, x):
+    h, _ = model._fused["add_rms_norm"](delta, x, model.weights.norm, model.config.rms_norm_eps)
+    return model._linear(h, model.weights.lm_head)
+
+
+def decode_step(model, tokens: torch.Tensor, context_lens: torch.Tensor) -> torch.Tensor:
+    """`Llama.decode_step` on the fused backend (its checks made): the new token of sequence b
+    rotated at position context_lens[b] and written to the cache there, read from the device."""
+    cfg, w, cache = model.config, model.weights, model.cache
+    batch = tokens.shape[0]
+    torch.add(context_lens, 1, out=cache.attend_lens)
+    rope = model._fused["rope_kv_append"]
+    attention = model._fn["decode_attention"]
+
+    def attend(i, qkv):
+        k_cache, v_cache = cache.k(i), cache.v(i)
+        heads = (cfg.num_heads, cfg.num_kv_heads)
+        q, _, _ = rope(qkv, cache.cos, cache.sin, batch, *heads, context_lens, k_cache, v_cache)
+        o = attention(q[:, 0], k_cache, v_cache, cache.attend_lens)  # [B, Hq, D]
+        return o.reshape(batch, cfg.q_dim)
+
+    x = torch.nn.functional.embedding(tokens.reshape(batch), w.embed)
+    if on_gemv(batch):
+        return _gemv_logits(model, _gemv_layers(model, x, attend))
+    return _logits(model, *_layers(model, x, batch, attend))
+
+
+def forward(model, tokens: torch.Tensor, cache, cos: torch.Tensor, sin: torch.Tensor):
+    """`Llama._forward` on the fused backend: N positions per sequence from 0, K and V written
+    to `cache` (or to buffers of their own when none); logits of each sequence's last token."""
+    cfg, w = model.config, model.weights
+    batch, n = tokens.shape
+    rope = model._fused["rope_kv_append"]
+    attention = model._fn["prefill_attention"]
+
+    def attend(i, qkv):
+        dst = (None, None) if cache is None else (cache.k(i), cache.v(i))
+        heads = (cfg.num_heads, cfg.num_kv_heads)
+        q, k, v = rope(qkv, cos, sin, batch, *heads, None, *dst, q_heads_outer=True)
+        o = attention(q, k[:, :, :n], v[:, :, :n], causal=True)  # [B, Hq, N, D]
+        return o.transpose(1, 2).reshape(batch * n, cfg.q_dim)
+
+    x = torch.nn.functional.embedding(tokens.reshape(-1), w.embed)  # [B*N, hidden]
+    if on_gemv(batch * n):
+        return _gemv_logits(model, _gemv_layers(model, x, attend).view(batch, n, -1)[:, -1])
+    delta, x = _layers(model, x, batch, attend)
+    # The final norm over each sequence's last token only (strided rows of the stream).
+    return _logits(model, delta.view(batch, n, -1)[:, -1], x.view(batch, n, -1)[:, -1])

@@ -1,0 +1,111 @@
+"""The GEMV's launch plan: tiles, splits and grid for a shape (no autotuning, so that a call is
+graph-capturable and deterministic), and the kernels it launches as `theory.plan` declares them.
+The kernels themselves are in `kernels.gemv`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import triton
+
+from roofbench.theory.plan import KernelLaunch, LaunchPlan
+
+from ._util import is_interpreter
+
+TOKENS_PER_DOT = 16  # tl.dot needs at least 16 rows; 2..16 tokens are padded to this
+SUM_BLOCK = 1024  # elements per program of the split-K sum
+
+
+def plan(m: int, n: int, k: int, element_size: int, sms: int) -> dict:
+    """Launch parameters for an [m, k] x [n, k]^T product.
+
+    Measured on an H200 (4096 <-> 14336, bf16, graph replay):
+    - M = 1: tiles of 8 rows x 512 elements (4 warps, 3 stages). Timed as a decode step runs
+      them (back to back in a CUDA graph over weight copies of > 2 L2s), they were within 4.8%
+      of the fastest of 72 tilings at each of 4096x4096, 6144x4096, 28672x4096, 4096x14336 and
+      128256x4096; 4-row tiles were within 6% but at 6144x4096 16% slower (1536 programs, 11.6
+      per SM). (Timed one call at a time after a flush, 4-row tiles had been up to 10% faster
+      than 8-row ones at 4096 <-> 14336.)
+    - M = 2..16: 32-row tiles; with >= 3 programs per SM (N = 14336) a K step of 128 elements
+      was best (0.97-1.06x), with ~2 per SM (N = 8192) 256 (0.97-0.99x; 512 gave 0.92-0.94x),
+      with ~1 program per SM (N = 4096) only 512-element steps kept enough bytes in flight
+      (1.02-1.14x; 128 gave 0.6-0.76x).
+    - Split-K cost 2-3 us for its second pass and lost wherever the grid already had one program
+      per SM, so K is split only when the grid would leave half the SMs idle, and each split keeps
+      >= 4 K steps.
+    """
+    vec = 16 // element_size  # elements per 16-byte load
+    if m == 1:
+        block_n, block_k = 8, 64 * vec
+    else:
+        block_n = 32
+        per_sm = triton.cdiv(n, block_n) / sms
+        block_k = (16 if per_sm >= 3 else 32 if per_sm >= 1.5 else 64) * vec
+    programs = triton.cdiv(n, block_n) * triton.cdiv(m, TOKENS_PER_DOT)
+    steps = triton.cdiv(k, block_k)
+    split_k = 1
+    while 2 * programs * split_k < sms and steps // (2 * split_k) >= 4:
+        split_k *= 2
+    return {
+        "BLOCK_N": block_n,
+        "BLOCK_K": block_k,
+        "SPLIT_K": split_k,
+        "num_warps": 4,
+        "num_stages": 3,
+    }
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """What `gemv` launches for one shape: the plan's parameters made concrete."""
+
+    params: dict
+    block_m: int
+    block_n: int
+    block_k: int
+    split_k: int
+    k_split: int  # K elements per split, a whole number of BLOCK_K steps
+    grid: tuple[int, int, int]
+
+
+def geometry(
+    m: int, n: int, k: int, element_size: int, sms: int, config=None, glu: bool = False
+) -> Geometry:
+    """`plan`'s parameters (with `config`'s overrides) turned into tiles, splits and the grid.
+    With `glu` a program's BLOCK_N weight rows are BLOCK_N / 2 gate|up pairs."""
+    p = plan(m, n, k, element_size, sms)
+    if is_interpreter():  # small tiles: the interpreter's cost grows with the tile, not the grid
+        p.update(BLOCK_N=16, BLOCK_K=32, num_stages=1)
+    p.update(config or {})
+    block_m = 1 if m == 1 else TOKENS_PER_DOT
+    block_n = p["BLOCK_N"] if m == 1 else max(p["BLOCK_N"], 16)  # tl.dot's minimum
+    block_k = p["BLOCK_K"] if m == 1 else max(p["BLOCK_K"], 16)
+    k_split = triton.cdiv(triton.cdiv(k, p["SPLIT_K"]), block_k) * block_k
+    split_k = triton.cdiv(k, k_split)  # no empty splits
+    programs_n = triton.cdiv(n // 2, block_n // 2) if glu else triton.cdiv(n, block_n)
+    grid = (programs_n, split_k, triton.cdiv(m, block_m))
+    return Geometry(p, block_m, block_n, block_k, split_k, k_split, grid)
+
+
+def launch_plan(
+    m: int, n: int, k: int, element_size: int, sms: int, glu: bool = False
+) -> LaunchPlan:
+    """The kernels `gemv` launches for [m, k] x [n, k]^T: the GEMV kernel, and with split-K the
+    pass that sums the fp32 partials (split_k * m * n * 4 bytes written, then read) and runs the
+    epilogue. A GEMV program keeps the weight and activation tiles of every pipeline stage in
+    flight: (BLOCK_N + BLOCK_M) * BLOCK_K * element_size * num_stages."""
+    g = geometry(m, n, k, element_size, sms, glu=glu)
+    tile = (g.block_m, g.block_n, g.block_k)
+    inflight = float((g.block_n + g.block_m) * g.block_k * element_size * g.params["num_stages"])
+    if g.split_k == 1:
+        return LaunchPlan((KernelLaunch("gemv", g.grid, tile, inflight_bytes=inflight),))
+    partial = 4.0 * g.split_k * m * n
+    outputs = m * (n // 2 if glu else n)
+    return LaunchPlan(
+        (
+            KernelLaunch("gemv", g.grid, tile, g.split_k, partial, inflight),
+            KernelLaunch(
+                "sum_splits", (triton.cdiv(outputs, SUM_BLOCK),), (SUM_BLOCK,), 1, partial
+            ),
+        )
+    )
