@@ -154,10 +154,20 @@ def test_there_are_calibrated_runs_with_tiers():
         assert tiered and (folder / "where_time_goes.png").stat().st_size > 0
 
 
+# Committed violations, each with what it shows; any other one fails. 20261202T042711Z: our
+# Triton GEMM reached 801.5 TFLOP/s at m1024_n8192_k28672 against the burst peak of 784.7 that
+# the calibration took from torch.matmul alone (cuBLAS at 8192^3): the burst probe measures one
+# implementation's peak, not the tensor cores'. Its summary lists it.
+KNOWN_VIOLATIONS = {("20261202T042711Z", "gemm/m1024_n8192_k28672/bf16", "triton")}
+
+
 @pytest.mark.parametrize("folder", CALIBRATED, ids=[p.name for p in CALIBRATED])
 def test_no_record_beats_its_roof_and_the_read_roof_is_a_roof(folder):
     records = read_records(folder / "records.csv")
-    assert not [r.case for r in records if r.roof_violation]
+    violations = {(folder.name, r.case, r.impl) for r in records if r.roof_violation}
+    assert violations <= KNOWN_VIOLATIONS, violations - KNOWN_VIOLATIONS
+    summary = (folder / "summary.md").read_text()
+    assert all(f"`{case}` {impl}" in summary for _, case, impl in violations)
     read_roof = _calibrated(folder)["calibration"]["read_bytes_per_s"]
     fastest = max(
         r.bytes / r.measured_s
