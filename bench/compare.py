@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,7 +178,12 @@ def plan_change(base: Record, new: Record) -> str:
     """Where both runs recorded a launch plan and they differ (a tuner picked another tile, a
     library another kernel): said beside the verdict, since a time that moved with its plan is
     the choice that changed, not the kernel."""
-    if base.plan and new.plan and base.plan != new.plan:
+    if not (base.plan and new.plan):
+        return ""
+    older, newer = base.plan, new.plan
+    if ("mma " in older) != ("mma " in newer):  # a plan recorded before the MMA kind was named
+        older, newer = (re.sub(r" mma \w+", "", p) for p in (older, newer))
+    if older != newer:
         return f"plan changed: {base.plan} -> {new.plan}"
     return ""
 

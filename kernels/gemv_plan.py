@@ -25,7 +25,9 @@ def plan(m: int, n: int, k: int, element_size: int, sms: int) -> dict:
       of the fastest of 72 tilings at each of 4096x4096, 6144x4096, 28672x4096, 4096x14336 and
       128256x4096; 4-row tiles were within 6% but at 6144x4096 16% slower (1536 programs, 11.6
       per SM). (Timed one call at a time after a flush, 4-row tiles had been up to 10% faster
-      than 8-row ones at 4096 <-> 14336.)
+      than 8-row ones at 4096 <-> 14336.) Where 8-row tiles would leave an SM fewer than two
+      programs (N = 1024: 128 programs) 4-row tiles stay: 8 rows measured 6.99 us there against
+      6.37 us for 4 (the quick sweep against its baseline).
     - M = 2..16: 32-row tiles; with >= 3 programs per SM (N = 14336) a K step of 128 elements
       was best (0.97-1.06x), with ~2 per SM (N = 8192) 256 (0.97-0.99x; 512 gave 0.92-0.94x),
       with ~1 program per SM (N = 4096) only 512-element steps kept enough bytes in flight
@@ -36,7 +38,10 @@ def plan(m: int, n: int, k: int, element_size: int, sms: int) -> dict:
     """
     vec = 16 // element_size  # elements per 16-byte load
     if m == 1:
-        block_n, block_k = 8, 64 * vec
+        # 8-row tiles while they still give every SM two programs; below, 4 rows (at N = 1024,
+        # 128 programs of 8 rows ran 1.10x the 256 of 4 rows).
+        block_n = 8 if triton.cdiv(n, 8) >= 2 * sms else 4
+        block_k = 64 * vec
     else:
         block_n = 32
         per_sm = triton.cdiv(n, block_n) / sms

@@ -319,3 +319,18 @@ def test_a_slowdown_that_came_with_another_plan_says_which():
     assert c.reason == f"plan changed: {base.plan} -> {new.plan}"
     (same,) = compare([base], [dataclasses.replace(new, plan=base.plan)])
     assert same.reason == ""
+
+
+def test_a_plan_that_only_names_its_mma_kind_now_is_the_same_plan():
+    """Plans recorded before the MMA kind was observed lack `mma ...`: not a change of plan."""
+    base = dataclasses.replace(tight("gemm-m1", 40e-6), plan="1 kernel: nvjet grid 2x64x1")
+    named = dataclasses.replace(base, plan="1 kernel: nvjet grid 2x64x1 mma wgmma")
+    (c,) = compare([base], [named])
+    assert c.reason == ""
+    other = dataclasses.replace(base, plan="1 kernel: nvjet grid 4x64x1 mma wgmma")
+    (c,) = compare([base], [other])
+    assert c.reason.startswith("plan changed")
+    (c,) = compare(
+        [named], [dataclasses.replace(base, plan="1 kernel: nvjet grid 2x64x1 mma sync")]
+    )
+    assert c.reason.startswith("plan changed")  # both name one, and they differ
