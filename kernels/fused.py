@@ -36,6 +36,7 @@ import triton
 import triton.language as tl
 
 from ._util import check_float
+from .gemv import silu_x_up
 
 
 def _warps(block: int) -> int:
@@ -304,7 +305,7 @@ def _silu_mul_kernel(gu_ptr, out_ptr, inter, stride_gu, stride_out, BLOCK: tl.co
     ok = offs < inter
     g = tl.load(gu_ptr + row * stride_gu + offs, mask=ok, other=0.0).to(tl.float32)
     u = tl.load(gu_ptr + row * stride_gu + inter + offs, mask=ok, other=0.0).to(tl.float32)
-    y = g / (1.0 + tl.exp(-g)) * u
+    y = silu_x_up(g, u)
     tl.store(out_ptr + row * stride_out + offs, y.to(out_ptr.dtype.element_ty), mask=ok)
 
 

@@ -50,7 +50,7 @@ def _project(acc, ss, rows, b_ptr, K, eps, NORM: tl.constexpr, BIAS: tl.constexp
 
 
 @triton.jit
-def _silu_mul(gate, up):
+def silu_x_up(gate, up):
     """SiLU(gate) x up = gate / (1 + exp(-gate)) x up, in fp32."""
     return gate / (1.0 + tl.exp(-gate)) * up
 
@@ -180,7 +180,7 @@ def _gemv_kernel(
         y = _project(y, ss, rows[None, :], b_ptr, K, eps, NORM, BIAS)
         if GLU:
             gate, up = tl.split(tl.reshape(y, (BLOCK_M, BLOCK_N // 2, 2)))
-            y = _silu_mul(gate, up)
+            y = silu_x_up(gate, up)
             out_cols = pid_n * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
         else:
             out_cols = cols
@@ -235,7 +235,7 @@ def _sum_splits_kernel(
             ss += tl.load(ss_ptr + s * M + m, mask=mask, other=0.0)
     acc = _project(acc, ss, col, b_ptr, K, eps, NORM, BIAS)
     if GLU:
-        acc = _silu_mul(acc, _project(up, ss, col + n_out, b_ptr, K, eps, NORM, BIAS))
+        acc = silu_x_up(acc, _project(up, ss, col + n_out, b_ptr, K, eps, NORM, BIAS))
     if RESIDUAL:
         acc += tl.load(r_ptr + m * stride_rm + col, mask=mask, other=0.0).to(tl.float32)
     tl.store(y_ptr + m * stride_ym + col, acc.to(y_ptr.dtype.element_ty), mask=mask)

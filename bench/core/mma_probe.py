@@ -23,6 +23,8 @@ import re
 import triton
 import triton.language as tl
 
+from roofbench.theory import ops
+
 # (BLOCK_M, BLOCK_N, BLOCK_K, warps): 64x64 output per warp (128 fp32 accumulators a thread,
 # 190-225 registers in all, none spilled), so 8-10 warps share an SM: two or more for each of
 # its four tensor cores.
@@ -56,16 +58,20 @@ def mma_loop(
     tl.store(out_ptr + tl.program_id(0), tl.sum(tl.sum(acc, 1), 0))
 
 
-def iters(config: tuple[int, int, int, int]) -> int:
-    """Products per program: PROGRAM_FLOPS / (2 x BLOCK_M x BLOCK_N x BLOCK_K)."""
+def _product_flops(config: tuple[int, int, int, int]) -> float:
+    """One tile product's FLOPs: `theory.ops.gemm` of BLOCK_M x BLOCK_N x BLOCK_K."""
     bm, bn, bk, _ = config
-    return max(1, PROGRAM_FLOPS // (2 * bm * bn * bk))
+    return ops.gemm(bm, bn, bk).flops
+
+
+def iters(config: tuple[int, int, int, int]) -> int:
+    """Products per program: PROGRAM_FLOPS / one product's FLOPs."""
+    return max(1, int(PROGRAM_FLOPS // _product_flops(config)))
 
 
 def flops(config: tuple[int, int, int, int], programs: int) -> float:
-    """FLOPs of one launch: 2 x BLOCK_M x BLOCK_N x BLOCK_K per product, ITERS per program."""
-    bm, bn, bk, _ = config
-    return 2.0 * bm * bn * bk * iters(config) * programs
+    """FLOPs of one launch: one product's, ITERS per program."""
+    return _product_flops(config) * iters(config) * programs
 
 
 def label(config: tuple[int, int, int, int]) -> str:

@@ -17,7 +17,7 @@ KERNEL_FILES = [
                  "kernels/attention.py", "kernels/fused.py", "bench/core/probes.py")
 ]  # fmt: skip
 # Device functions, called from the kernels and compiled with them.
-HELPERS = {"_attn_blocks", "_tile_coords", "_project", "_silu_mul"}
+HELPERS = {"_attn_blocks", "_tile_coords", "_project", "silu_x_up"}
 
 
 def _kernels_in_source() -> set[str]:

@@ -95,7 +95,7 @@ CURVE = dataclasses.replace(CAL, fixed_bytes=(1e6, 4e6, 16e6), fixed_excess_s=(2
 )  # fmt: skip
 def test_the_fixed_cost_follows_the_probed_curve_in_log_bytes_flat_beyond_it(nbytes, expected):
     # 2 MB sits halfway between 1 and 4 MB in log2 (1, 2, 4): halfway between 2 and 3 us.
-    assert tiers.fixed_s(nbytes, CURVE) == pytest.approx(expected)
+    assert tiers.fixed_s(nbytes, CURVE) == pytest.approx(expected, rel=1e-9)
 
 
 def test_each_kernel_of_a_plan_pays_a_fixed_cost_for_what_it_moves():
@@ -134,12 +134,12 @@ def test_the_bandwidth_follows_the_probed_curve_in_bytes_in_flight(programs, exp
     # programs each streams at its lone rate (50 GB/s); 16 is a third of the way from 8 to 64
     # in log2; from the largest count on, the read roof.
     assert tiers.probe_inflight_bytes(CTA) == pytest.approx(PROBE_INFLIGHT)
-    assert tiers.read_bandwidth(programs, CTA, PROBE_INFLIGHT) == pytest.approx(expected)
+    assert tiers.read_bandwidth(programs, CTA, PROBE_INFLIGHT) == pytest.approx(expected, rel=1e-9)
     # Half the programs with twice the bytes in flight each: the same bytes in flight, the same
     # bandwidth (Little's law).
     if programs >= 2 and programs % 2 == 0:
         half = tiers.read_bandwidth(programs // 2, CTA, 2 * PROBE_INFLIGHT)
-        assert half == pytest.approx(expected)
+        assert half == pytest.approx(expected, rel=1e-9)
     assert tiers.read_bandwidth(programs, CAL, PROBE_INFLIGHT) == CAL.read_bytes_per_s  # no probe
     assert tiers.read_bandwidth(programs, CTA) == CTA.read_bytes_per_s  # none declared
 
@@ -252,15 +252,23 @@ def test_a_matmul_known_to_run_mma_sync_computes_at_the_mma_sync_peak_from_t5():
     assert got.terms["compute"] == pytest.approx(flops / 425e12, rel=1e-12)
 
 
+def _spread_s(work, flops_per_s: float) -> float:
+    """Tensor and exp2 time of d=128 attention whose scores spread evenly over every SM: per SM
+    its share of scores x 4 d FLOPs at `flops_per_s` / SMs, then one exp2 per score."""
+    per_sm_s = tiers.scores(work) * 4 * 128 / (flops_per_s / CAL.sms)
+    per_sm_s += tiers.exp_s(tiers.scores(work), CAL)
+    return per_sm_s / CAL.sms
+
+
 def test_attention_known_to_run_mma_sync_pays_its_tensor_time_at_the_mma_sync_peak():
     """The exact pairs spread over every SM: per SM, scores x 4 d FLOPs at the mma.sync rate
     per SM, then one exp2 per score (unchanged)."""
     work = prefill(1, 2, 2, 4096, 128)
     flash = plan(KernelLaunch("flash_fwd_kernel", mma="sync"))
     got = tiers.predict(work, SYNC, DATASHEET, "graph", flash)
-    per_sm_s = tiers.scores(work) * 4 * 128 / (425e12 / CAL.sms)
-    per_sm_s += tiers.exp_s(tiers.scores(work), CAL)
-    assert got.terms["compute"] + got.terms["exp"] == pytest.approx(per_sm_s / CAL.sms, rel=1e-9)
+    assert got.terms["compute"] + got.terms["exp"] == pytest.approx(
+        _spread_s(work, 425e12), rel=1e-9
+    )
 
 
 @pytest.mark.parametrize("method,gap", METHODS)
@@ -348,9 +356,8 @@ def test_an_undeclared_schedule_spreads_the_scores_over_every_sm():
     """Batch 1 with 2 heads must not run on 2 SMs of 132 when nothing declares so."""
     work = prefill(1, 2, 2, 4096, 128)
     got = predict(work, "graph", None, 0.0)
-    per_sm_s = tiers.scores(work) * (4 * 128 / (CAL.matmul_sustained_flops / CAL.sms))
-    per_sm_s += tiers.exp_s(tiers.scores(work), CAL)
-    assert got.terms["compute"] + got.terms["exp"] == pytest.approx(per_sm_s / CAL.sms, rel=1e-9)
+    expected = _spread_s(work, CAL.matmul_sustained_flops)
+    assert got.terms["compute"] + got.terms["exp"] == pytest.approx(expected, rel=1e-9)
 
 
 # --- predict -----------------------------------------------------------------------------------
