@@ -36,7 +36,7 @@ import triton
 import triton.language as tl
 
 from ._util import check_float
-from .gemv import silu_x_up
+from .gemv_epilogue import silu_x_up
 
 
 def _warps(block: int) -> int:

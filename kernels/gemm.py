@@ -42,7 +42,8 @@ from ._util import (
     output,
     tma_compatible,
 )
-from .gemv import SUM_BLOCK, sum_splits
+from .gemv_epilogue import sum_splits
+from .gemv_plan import SUM_BLOCK
 
 
 def _configs() -> list[triton.Config]:

@@ -33,26 +33,76 @@ from ._util import (
     num_sms,
     output,
 )
+from .gemv_epilogue import _project, _sum_splits_kernel, silu_x_up, sum_splits
 from .gemv_plan import SUM_BLOCK, TOKENS_PER_DOT, Geometry, geometry, launch_plan, plan
 
-__all__ = ["SUM_BLOCK", "TOKENS_PER_DOT", "Geometry", "gemv", "geometry", "launch_plan", "plan"]
+__all__ = [
+    "SUM_BLOCK",
+    "TOKENS_PER_DOT",
+    "Geometry",
+    "gemv",
+    "geometry",
+    "launch_plan",
+    "plan",
+    "silu_x_up",
+    "sum_splits",
+]
 
 
 @triton.jit
-def _project(acc, ss, rows, b_ptr, K, eps, NORM: tl.constexpr, BIAS: tl.constexpr):
-    """A projection's fp32 sums over all of K, finished: scaled by 1 / rms of the input rows
-    (`ss`, their sums of squares over K: the RMSNorm folded in) and the weight rows' bias added."""
-    if NORM:
-        acc = acc / tl.sqrt(ss / K + eps)
-    if BIAS:
-        acc = acc + tl.load(b_ptr + rows).to(tl.float32)
-    return acc
+def _w_tile(w_ptrs, k0, offs_k, K, EVEN_K: tl.constexpr):
+    """A [BLOCK_N, BLOCK_K] weight tile at K offset k0 (columns past K read as 0)."""
+    if EVEN_K:
+        return tl.load(w_ptrs)
+    return tl.load(w_ptrs, mask=(k0 + offs_k < K)[None, :], other=0.0)
 
 
 @triton.jit
-def silu_x_up(gate, up):
-    """SiLU(gate) x up = gate / (1 + exp(-gate)) x up, in fp32."""
-    return gate / (1.0 + tl.exp(-gate)) * up
+def _step(
+    acc,
+    sq,
+    w,
+    x_ptrs,
+    g_ptrs,
+    m_ok,
+    k0,
+    offs_k,
+    K,
+    BLOCK_M: tl.constexpr,
+    EVEN_K: tl.constexpr,
+    NORM: tl.constexpr,
+):
+    """One K step: acc += the weight tile w times x's columns k0.., and with NORM the squares of
+    x summed (sq) and x scaled by the norm's gain. One token row: an fp32 [BLOCK_N, BLOCK_K]
+    product reduced after the loop; more: tl.dot of the [BLOCK_M, BLOCK_K] rows."""
+    k_ok = k0 + offs_k < K
+    if BLOCK_M == 1:
+        if EVEN_K:
+            x = tl.load(x_ptrs).to(tl.float32)
+        else:
+            x = tl.load(x_ptrs, mask=k_ok, other=0.0).to(tl.float32)
+        if NORM:
+            sq += x * x
+            if EVEN_K:
+                x = x * tl.load(g_ptrs).to(tl.float32)
+            else:
+                x = x * tl.load(g_ptrs, mask=k_ok, other=0.0).to(tl.float32)
+        acc += w.to(tl.float32) * x[None, :]
+    else:
+        if EVEN_K:
+            x = tl.load(x_ptrs, mask=m_ok[:, None], other=0.0)
+        else:
+            x = tl.load(x_ptrs, mask=m_ok[:, None] & k_ok[None, :], other=0.0)
+        if NORM:
+            xf = x.to(tl.float32)
+            sq += xf * xf
+            if EVEN_K:
+                gain = tl.load(g_ptrs).to(tl.float32)
+            else:
+                gain = tl.load(g_ptrs, mask=k_ok, other=0.0).to(tl.float32)
+            x = (xf * gain[None, :]).to(x_ptrs.dtype.element_ty)  # tl.dot takes x's dtype
+        acc = tl.dot(x, tl.trans(w), acc)
+    return acc, sq
 
 
 @triton.jit
@@ -84,6 +134,7 @@ def _gemv_kernel(
     RESIDUAL: tl.constexpr,
     PARTIAL: tl.constexpr,
     PDL: tl.constexpr,
+    PREFETCH: tl.constexpr,
 ):
     if PDL:  # the next kernel may launch now: its programs wait for this one's results
         gdc_launch_dependents()
@@ -108,33 +159,11 @@ def _gemv_kernel(
     k_lo = pid_s * K_SPLIT
     w_ptrs = w_ptr + rows.to(tl.int64)[:, None] * stride_wn + (k_lo + offs_k)[None, :]
     g_ptrs = g_ptr + k_lo + offs_k
-    if PDL:  # everything above overlapped the kernel before; x (and the stores) wait for it
-        gdc_wait()
-
     if BLOCK_M == 1:
         x_ptrs = x_ptr + pid_m.to(tl.int64) * stride_xm + k_lo + offs_k
         acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
         sq = tl.zeros((BLOCK_K,), dtype=tl.float32)
-        for k in range(0, K_SPLIT, BLOCK_K):
-            if EVEN_K:
-                w = tl.load(w_ptrs)
-                x = tl.load(x_ptrs).to(tl.float32)
-            else:
-                k_ok = k_lo + k + offs_k < K
-                w = tl.load(w_ptrs, mask=k_ok[None, :], other=0.0)
-                x = tl.load(x_ptrs, mask=k_ok, other=0.0).to(tl.float32)
-            if NORM:
-                sq += x * x
-                if EVEN_K:
-                    x = x * tl.load(g_ptrs).to(tl.float32)
-                else:
-                    x = x * tl.load(g_ptrs, mask=k_ok, other=0.0).to(tl.float32)
-            acc += w.to(tl.float32) * x[None, :]
-            w_ptrs += BLOCK_K
-            x_ptrs += BLOCK_K
-            g_ptrs += BLOCK_K
-        y = tl.sum(acc, axis=1)[None, :]  # [1, BLOCK_N]
-        ss = tl.sum(sq, axis=0) + tl.zeros((BLOCK_M, 1), dtype=tl.float32)
+        m_ok = None
     else:
         offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         m_ok = offs_m < M
@@ -143,26 +172,31 @@ def _gemv_kernel(
         # Squares summed element-wise and reduced once after the loop: a reduction across the
         # threads in every K step would stall each step's loads behind its barrier.
         sq = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)
-        for k in range(0, K_SPLIT, BLOCK_K):
-            if EVEN_K:
-                w = tl.load(w_ptrs)
-                x = tl.load(x_ptrs, mask=m_ok[:, None], other=0.0)
-            else:
-                k_ok = k_lo + k + offs_k < K
-                w = tl.load(w_ptrs, mask=k_ok[None, :], other=0.0)
-                x = tl.load(x_ptrs, mask=m_ok[:, None] & k_ok[None, :], other=0.0)
-            if NORM:
-                xf = x.to(tl.float32)
-                sq += xf * xf
-                if EVEN_K:
-                    gain = tl.load(g_ptrs).to(tl.float32)
-                else:
-                    gain = tl.load(g_ptrs, mask=k_ok, other=0.0).to(tl.float32)
-                x = (xf * gain[None, :]).to(x_ptr.dtype.element_ty)  # tl.dot takes x's dtype
-            acc = tl.dot(x, tl.trans(w), acc)
-            w_ptrs += BLOCK_K
-            x_ptrs += BLOCK_K
-            g_ptrs += BLOCK_K
+    k_first = 0
+    if PREFETCH:
+        # The first K step's weights do not depend on the kernel before: their loads are in
+        # flight while it drains, and only x waits.
+        w = _w_tile(w_ptrs, k_lo, offs_k, K, EVEN_K)
+    if PDL:  # everything above overlapped the kernel before; x (and the stores) wait for it
+        gdc_wait()
+    if PREFETCH:
+        acc, sq = _step(acc, sq, w, x_ptrs, g_ptrs, m_ok, k_lo, offs_k, K, BLOCK_M, EVEN_K, NORM)
+        w_ptrs += BLOCK_K
+        x_ptrs += BLOCK_K
+        g_ptrs += BLOCK_K
+        k_first = BLOCK_K
+    for k in range(k_first, K_SPLIT, BLOCK_K):
+        w = _w_tile(w_ptrs, k_lo + k, offs_k, K, EVEN_K)
+        acc, sq = _step(
+            acc, sq, w, x_ptrs, g_ptrs, m_ok, k_lo + k, offs_k, K, BLOCK_M, EVEN_K, NORM
+        )
+        w_ptrs += BLOCK_K
+        x_ptrs += BLOCK_K
+        g_ptrs += BLOCK_K
+    if BLOCK_M == 1:
+        y = tl.sum(acc, axis=1)[None, :]  # [1, BLOCK_N]
+        ss = tl.sum(sq, axis=0) + tl.zeros((BLOCK_M, 1), dtype=tl.float32)
+    else:
         y = acc  # [BLOCK_M, BLOCK_N]
         ss = tl.sum(sq, axis=1)[:, None]  # [BLOCK_M, 1]
 
@@ -190,82 +224,6 @@ def _gemv_kernel(
             y += tl.load(r_ptrs, mask=mask, other=0.0).to(tl.float32)
         y_ptrs = y_ptr + out_m[:, None] * stride_ym + out_cols[None, :]
         tl.store(y_ptrs, y.to(y_ptr.dtype.element_ty), mask=mask)
-
-
-@triton.jit
-def _sum_splits_kernel(
-    p_ptr,
-    ss_ptr,
-    b_ptr,
-    r_ptr,
-    y_ptr,
-    M,
-    N,
-    K,
-    stride_ym,
-    stride_rm,
-    eps,
-    SPLIT_K: tl.constexpr,
-    BLOCK: tl.constexpr,
-    NORM: tl.constexpr,
-    BIAS: tl.constexpr,
-    GLU: tl.constexpr,
-    RESIDUAL: tl.constexpr,
-    PDL: tl.constexpr,
-):
-    """The second pass of split-K: y[m, j] = the sum over splits of p[s, m, j], finished as the
-    first pass would have (1/rms, bias, SiLU x up of columns j and N/2 + j, residual), cast."""
-    if PDL:
-        gdc_launch_dependents()
-        gdc_wait()
-    n_out = N // 2 if GLU else N
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < M * n_out
-    m = offs // n_out
-    col = offs % n_out
-    acc = tl.zeros((BLOCK,), dtype=tl.float32)
-    up = tl.zeros((BLOCK,), dtype=tl.float32)
-    ss = tl.zeros((BLOCK,), dtype=tl.float32)
-    for s in tl.static_range(SPLIT_K):
-        p = p_ptr + s * M * N + m * N + col
-        acc += tl.load(p, mask=mask, other=0.0)
-        if GLU:
-            up += tl.load(p + n_out, mask=mask, other=0.0)
-        if NORM:
-            ss += tl.load(ss_ptr + s * M + m, mask=mask, other=0.0)
-    acc = _project(acc, ss, col, b_ptr, K, eps, NORM, BIAS)
-    if GLU:
-        acc = silu_x_up(acc, _project(up, ss, col + n_out, b_ptr, K, eps, NORM, BIAS))
-    if RESIDUAL:
-        acc += tl.load(r_ptr + m * stride_rm + col, mask=mask, other=0.0).to(tl.float32)
-    tl.store(y_ptr + m * stride_ym + col, acc.to(y_ptr.dtype.element_ty), mask=mask)
-
-
-def sum_splits(partials: torch.Tensor, y: torch.Tensor) -> None:
-    """y [M, N] (contiguous) = the sum of fp32 `partials` [SPLIT_K, M, N], cast: the second pass
-    of a split-K product with no epilogue (the GEMM's too)."""
-    split_k, m, n = partials.shape
-    _sum_splits_kernel[(triton.cdiv(m * n, SUM_BLOCK),)](
-        partials,
-        y,
-        y,
-        y,
-        y,
-        m,
-        n,
-        1,
-        n,
-        0,
-        0.0,
-        SPLIT_K=split_k,
-        BLOCK=SUM_BLOCK,
-        num_warps=4,
-        NORM=False,
-        BIAS=False,
-        GLU=False,
-        RESIDUAL=False,
-        PDL=False,
-    )
 
 
 def _vector(t: torch.Tensor | None, size: int, what: str, dtype) -> None:
@@ -303,9 +261,10 @@ def gemv(
     - `residual` [M, N_out] added (it may be `out` itself: a residual stream updated in place).
 
     `pdl`: launch as a programmatic dependent of the kernel before it, where the device and
-    Triton allow it (`has_pdl`): each program starts while that kernel drains and waits for its
-    results only before reading x, so consecutive kernels of a decode step overlap their launch
-    and ramp (the weights are constant: only reading x and storing wait).
+    Triton allow it (`has_pdl`): each program starts while that kernel drains, loads its first
+    weight tile, and waits for that kernel's results only before reading x, so consecutive
+    kernels of a decode step overlap their launch and first loads (the weights are constant:
+    only reading x and storing wait).
     """
     if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[1]:
         raise ValueError(
@@ -377,6 +336,9 @@ def gemv(
         PARTIAL=split_k > 1,
         num_warps=p["num_warps"],
         num_stages=p["num_stages"],
+        # The first weight tile loaded before the wait where there is one to wait for (a
+        # config may ask for it without PDL: the interpreter's tests of that path).
+        PREFETCH=bool(p.get("PREFETCH", pdl)),
         **({"launch_pdl": True} if pdl else {}),
         **flags,
     )

@@ -6,8 +6,10 @@ NVML saw while it ran:
 
 - read, write and copy roofs: the fastest of a few streaming kernels over 2 GiB, graph-replayed
   (the buffer is 35x the L2, so nothing is served from cache and no flush is needed);
-- matmul burst (the first ten 8192^3 bf16 products after a second of idle) and sustained (after
-  more than half a second back to back, when the power cap has pulled the clock down);
+- matmul burst (the fastest of cuBLAS and roofbench's Triton GEMM at 8192^3 and at a long-K
+  4096 x 4096 x 32768, each over its first ten bf16 products after a second of idle) and
+  sustained (that GEMM after more than half a second back to back, when the power cap has
+  pulled the clock down);
 - the mma.sync peak: bf16 products on the tensor cores driven by the warp-level mma.sync that
   Ampere-era kernels issue on Hopper, not by wgmma (`bench.core.mma_probe`), timed as the burst
   matmul is; optional: a calibration without it is still whole;
@@ -35,6 +37,7 @@ from dataclasses import fields
 from datetime import datetime, timezone
 from pathlib import Path
 
+from roofbench.bench.core.calibrate_matmul import probe_matmul, probe_mma_sync
 from roofbench.bench.core.calibrate_probes import (
     Probe,
     probe_chains,
@@ -42,8 +45,6 @@ from roofbench.bench.core.calibrate_probes import (
     probe_fixed,
     probe_latency,
     probe_launches,
-    probe_matmul,
-    probe_mma_sync,
     probe_streams,
     probe_writeback,
 )
@@ -51,7 +52,8 @@ from roofbench.bench.core.identity import utc_now, versions
 from roofbench.theory.calibration import CURVE_FIELDS, OPTIONAL_FIELDS
 from roofbench.theory.tiers import Calibration
 
-VERSION = 4  # 2: the fixed-cost curve; 3: the concurrency curve; 4: the mma.sync peak
+VERSION = 5  # 2: the fixed-cost curve; 3: the concurrency curve; 4: the mma.sync peak;
+# 5: the burst matmul peak the fastest of several GEMMs, not cuBLAS at 8192^3 alone
 MAX_AGE_S = 24 * 3600
 
 

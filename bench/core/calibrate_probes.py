@@ -5,14 +5,12 @@ samples, spread, clock and power through `Probe`."""
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Callable
 
 from roofbench.bench.core.sampling import StopRule, percentile, relative_spread
 from roofbench.theory import ops
 
 STREAM_BYTES = 2 * 2**30
-MATMUL_SIZE = 8192
 ROUNDS = 1024  # dependent load rounds per latency probe
 CHAIN_ITERS = {"exp2": 4096, "fma": 16384}
 # The fixed-cost probe's sizes: 256 KiB (a decode step's smallest kernels) to 64 MiB, by 2x.
@@ -116,97 +114,6 @@ def probe_streams(probe: Probe, device) -> None:
               for b, i, w in shapes}  # fmt: skip
     copies["torch.copy_"] = lambda: dst.copy_(src)
     probe_best_stream(probe, "copy_bytes_per_s", copies, ops.copy(n * 4).bytes_)
-
-
-def probe_matmul(probe: Probe, device) -> None:
-    import torch
-
-    from roofbench.bench.core.timing import EventTimer, GraphTimer
-
-    n = MATMUL_SIZE
-    a = torch.randn(n, n, dtype=torch.bfloat16, device=device)
-    b = torch.randn(n, n, dtype=torch.bfloat16, device=device)
-    c = torch.empty(n, n, dtype=torch.bfloat16, device=device)
-    flops = ops.gemm(n, n, n, "bf16").flops
-    product = lambda: torch.matmul(a, b, out=c)
-    product()
-    torch.cuda.synchronize()
-    time.sleep(1.0)  # idle: the power cap's average falls back, the clock returns to boost
-    with probe.tel.window() as win:
-        times = EventTimer(product).measure(10)  # ~14 ms of load: before the cap bites
-    probe.record(
-        "matmul_burst_flops",
-        flops / percentile(times, 50),
-        "FLOP/s",
-        f"{n}^3 bf16 torch.matmul, first 10 calls after 1 s idle, events",
-        times,
-        win.summary(),
-    )
-    graph = GraphTimer(product, calls=20)
-    began = time.perf_counter()
-    with probe.tel.window() as win:
-        while time.perf_counter() - began < 0.6:  # back to back until the cap has settled
-            graph.graph.replay()
-        torch.cuda.synchronize()
-        times = graph.measure(10)
-    probe.record(
-        "matmul_sustained_flops",
-        flops / percentile(times, 50),
-        "FLOP/s",
-        f"{n}^3 bf16 torch.matmul, 20-call graph replays after 0.6 s back to back",
-        times,
-        win.summary(),
-    )
-
-
-def probe_mma_sync(probe: Probe, device, sms: int) -> None:
-    """bf16 FLOP/s of the tensor cores driven by mma.sync: the fastest of `mma_probe`'s
-    configurations, each over PROGRAMS_PER_SM programs an SM, timed as the burst matmul peak is
-    (the first 10 calls after a second of idle, events), so the two compare at one clock. A
-    configuration Triton did not lower to mma.sync (its compiled PTX) is refused."""
-    import torch
-
-    from roofbench.bench.core import mma_probe
-    from roofbench.bench.core.timing import EventTimer
-
-    configs = mma_probe.SYNC_CONFIGS
-    elements = max(max(bm, bn) * bk for bm, bn, bk, _ in configs)
-    a = torch.randn(elements, dtype=torch.bfloat16, device=device)
-    b = torch.randn(elements, dtype=torch.bfloat16, device=device)
-    out = torch.empty(sms * mma_probe.PROGRAMS_PER_SM, dtype=torch.float32, device=device)
-    medians, launches = {}, {}
-    for config in configs:
-        label = mma_probe.label(config)
-        compiled = mma_probe.launch(config, a, b, out)  # compiles it
-        kind = mma_probe.ptx_mma(getattr(compiled, "asm", {}).get("ptx", ""))
-        if kind != "sync":
-            medians[label] = f"refused: lowered to {kind or 'no MMA'}, not mma.sync"
-            continue
-        launches[label] = (config, lambda config=config: mma_probe.launch(config, a, b, out))
-    torch.cuda.synchronize()
-    best = None
-    for label, (config, fn) in launches.items():
-        time.sleep(1.0)  # idle: the power cap's average falls back, the clock returns to boost
-        with probe.tel.window() as win:
-            times = EventTimer(fn).measure(10)
-        medians[label] = percentile(times, 50)
-        rate = mma_probe.flops(config, out.numel()) / medians[label]
-        if best is None or rate > best[1]:
-            best = (label, rate, times, win.summary())
-    if best is None:
-        raise RuntimeError(f"no configuration ran mma.sync: {medians}")
-    label, rate, times, window = best
-    probe.record(
-        "mma_sync_flops",
-        rate,
-        "FLOP/s",
-        f"fastest of {len(configs)} Triton loops of bf16 mma.sync (fp32 accumulate, operands in "
-        f"registers, PTX checked), {mma_probe.PROGRAMS_PER_SM} programs per SM, first 10 calls "
-        f"after 1 s idle, events: {label}",
-        times,
-        window,
-        candidates_median_s=medians,
-    )
 
 
 def probe_launches(probe: Probe, device) -> None:

@@ -14,6 +14,7 @@ H100/H200 target. Prints one line per kernel and specialization, and exits 1 if 
 from __future__ import annotations
 
 import inspect
+import itertools
 import os
 import sys
 
@@ -82,8 +83,8 @@ def _launch_all() -> None:
     fused.rope_kv_append(qkv, cos, sin, 2, heads, kv_heads, start, cache, cache.clone())
     fused.silu_mul(torch.randn(3, 2 * 96, dtype=bf16))
     gemv.has_pdl = lambda device: True  # the GPU's launch as a programmatic dependent
-    for split in (None, 2):
-        x, w = torch.randn(1, 4096, dtype=bf16), torch.randn(64, 4096, dtype=bf16)
+    for m, split in itertools.product((1, 3), (None, 2)):  # its first tile before the wait
+        x, w = torch.randn(m, 4096, dtype=bf16), torch.randn(64, 4096, dtype=bf16)
         gemv.gemv(x, w, config={"SPLIT_K": split} if split else None, pdl=True)
     x, out = torch.randn(4096), torch.empty(4)
     probes.read_sum[(4,)](x, out, BLOCK=1024, ITERS=1)
