@@ -83,7 +83,7 @@ def _launch_all() -> None:
     fused.rope_kv_append(qkv, cos, sin, 2, heads, kv_heads, start, cache, cache.clone())
     fused.silu_mul(torch.randn(3, 2 * 96, dtype=bf16))
     gemv.has_pdl = lambda device: True  # the GPU's launch as a programmatic dependent
-    for m, split in itertools.product((1, 3), (None, 2)):  # its first tile before the wait
+    for m, split in itertools.product((1, 3), (None, 2)):  # both paths
         x, w = torch.randn(m, 4096, dtype=bf16), torch.randn(64, 4096, dtype=bf16)
         gemv.gemv(x, w, config={"SPLIT_K": split} if split else None, pdl=True)
     x, out = torch.randn(4096), torch.empty(4)

@@ -65,21 +65,6 @@ def test_epilogue_matches_float64(m, n, k, split_k, norm, bias, glu, residual):
     assert _error(y, ref) < 2e-3
 
 
-@pytest.mark.parametrize("norm, glu", [(False, False), (True, True)])
-@pytest.mark.parametrize(
-    "m, n, k, split_k", [(1, 46, 200, None), (1, 64, 256, 2), (3, 38, 96, None), (5, 40, 130, 3)]
-)
-def test_first_tile_loaded_before_the_wait_matches_float64(m, n, k, split_k, norm, glu):
-    """PREFETCH (on where the GEMV is a programmatic dependent) peels the first K step: its
-    weight tile is loaded before the wait for the kernel before, the loop starts at the second."""
-    args = _inputs(m, n, k, torch.float16, norm, True, glu, True, DEVICE, seed=m + n * k)
-    ref = gemv_epilogue_reference(**args, eps=EPS)
-    out = torch.full(ref.shape, float("nan"), dtype=torch.float16, device=DEVICE)
-    config = {"PREFETCH": True} | ({"SPLIT_K": split_k} if split_k else {})
-    y = gemv(args.pop("x"), args.pop("w"), out, config, eps=EPS, **args)
-    assert _error(y, ref) < 2e-3
-
-
 @pytest.mark.parametrize("split_k", [None, 2])
 @pytest.mark.parametrize("m", [1, 4])
 def test_residual_stream_is_updated_in_place(m, split_k):
