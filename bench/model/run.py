@@ -68,7 +68,7 @@ from roofbench.bench.model.points import (
     slug,
     sweep_points,
 )
-from roofbench.bench.model.step_report import record_step_plans
+from roofbench.bench.model.step_report import ALL_POINTS_KEY, record_step_plans
 from roofbench.kernels._util import has_pdl
 from roofbench.kernels.llama import COMPILE, FUSED, PRESETS, backend_label, resolve_backend
 from roofbench.kernels.llama_plan import DECLARATIONS
@@ -313,6 +313,7 @@ def _measure(
         meta["calibration"] = load_or_calibrate(calibration or None, telemetry, console)
         meta["tiers_model"] = MODEL_VERSION
     meta["step_declarations"] = dict(DECLARATIONS)
+    meta[ALL_POINTS_KEY] = True  # record_step_plans keeps skipped points' plans too
     # The fused decoder's GEMVs launch as programmatic dependents where the GPU allows it.
     meta["fused_pdl"] = has_pdl(device)
     write_meta(folder, meta)

@@ -26,6 +26,10 @@ from roofbench.theory.roofline import Roof
 from roofbench.theory.step import BREAKDOWN, StepPrediction, predict_step
 from roofbench.theory.tiers import Calibration
 
+# run.json's mark of a run whose `step_plans` hold skipped points' plans too (runs before it
+# recorded measured points' only: their skipped points are predicted with the plans declared
+# where the report runs).
+ALL_POINTS_KEY = "step_plans_all_points"
 # A record's op -> the decoder's phase (`kernels.llama_plan.PHASES`).
 PHASE_OF_OP = {"ttft": "prefill", "tbt": "decode", "naive_step": "naive"}
 TITLES = {"ttft": "TTFT (prefill)", "tbt": "TBT (decode step)", "naive_step": "naive step"}
@@ -109,11 +113,15 @@ def step_points(records: Sequence[Record], meta: dict, cal: Calibration) -> list
 
 def record_step_plans(meta: dict, record: Record) -> bool:
     """Add the plans of `record`'s step, as this process declares them now (right after the
-    point ran: the tuned choices it ran with), to run.json's `step_plans`; a plan recorded
-    before for the same op call is kept. Nothing for a point without a declared step. Returns
-    whether a plan was added."""
+    point ran: the tuned choices it ran with; for a point skipped, what it would have run), to
+    run.json's `step_plans`; a plan recorded before for the same op call is kept. Nothing for a
+    point without a declared step. Returns whether a plan was added.
+
+    A skipped point's plans are recorded too (`ALL_POINTS_KEY`), so that a report on another
+    machine predicts it as the run did: untuned, a GEMM declares its first candidate tile on
+    a GPU with descriptors, and one autotuned kernel elsewhere."""
     config = _configs_by_model(meta).get(model_of(record))
-    if record.op not in PHASE_OF_OP or config is None or not measured_s(record):
+    if record.op not in PHASE_OF_OP or config is None:
         return False
     phase = PHASE_OF_OP[record.op]
     try:

@@ -13,7 +13,7 @@ from roofbench.bench.cli import main
 from roofbench.bench.core.records import read_records
 from roofbench.bench.model.plots import STEP_PLOT, step_figure, step_shares
 from roofbench.bench.model.report import summarize, write_report
-from roofbench.bench.model.step_report import retier_lines, step_points
+from roofbench.bench.model.step_report import record_step_plans, retier_lines, step_points
 from roofbench.kernels.llama_plan import DECLARATIONS, superseded
 from roofbench.theory.step import BREAKDOWN
 from roofbench.theory.tiers import Calibration
@@ -144,3 +144,14 @@ def test_where_a_decode_step_goes_adds_up_to_the_measured_time(folder):
     fig = step_figure(points, model)
     # No empty panel for torch.compile's backend (one saying so where nothing is declared).
     assert len(fig.axes) == max(1, len(declared))
+
+
+def test_a_skipped_points_plans_are_recorded_as_a_measured_ones():
+    """A point the time budget skipped gets its plans in run.json too, so that a report on
+    another machine predicts it as the run did (not with the plans declared there)."""
+    records, meta = _load(RESULTS / "h200" / "model-llama3-8b-20261202T062324Z")
+    skipped = [r for r in records if r.op == "tbt" and r.status == "skipped"]
+    assert skipped
+    fresh = {k: v for k, v in meta.items() if k != "step_plans"}
+    assert record_step_plans(fresh, skipped[0])
+    assert fresh["step_plans"] and not record_step_plans(fresh, skipped[0])  # kept, not redone
