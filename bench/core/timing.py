@@ -81,6 +81,26 @@ class L2Flush:
         self.buffer.zero_()
 
 
+class ReadFlush:
+    """Reads a buffer of `factor` x the device's L2 size (its sum into one element): it evicts
+    what a call left in L2 as `L2Flush` does, but leaves clean lines, so the next call pays no
+    write-back of the flush's own writes."""
+
+    def __init__(self, device: Any = None, factor: int = FLUSH_L2S):
+        import torch
+
+        dev = torch.device("cuda", torch.cuda.current_device()) if device is None else device
+        l2_bytes = torch.cuda.get_device_properties(dev).L2_cache_size
+        nbytes = factor * l2_bytes if l2_bytes > 0 else 256 * 2**20
+        self.buffer = torch.rand(nbytes // 4, dtype=torch.float32, device=dev)
+        self.total = torch.empty((), dtype=torch.float32, device=dev)
+
+    def __call__(self) -> None:
+        import torch
+
+        torch.sum(self.buffer, dim=0, out=self.total)
+
+
 def _event_pair():
     import torch
 
@@ -314,7 +334,11 @@ def cold_l2_replay_s(fn: Callable[[], object], budget_s: float = 2e-4, samples: 
     """GPU seconds per call of `fn()`, each call after an L2 flush, without host launch gaps.
 
     Two graphs of `calls` calls each (`calls` fills about `budget_s`, 1 to 16): (flush, fn) and
-    the flush alone; the time per call is the difference of their median replay times. Per-call
+    the flush alone; the time per call is the difference of their median replay times. The flush
+    only reads (`ReadFlush`): `L2Flush` leaves L2 full of dirty lines whose write-back (8.5 us
+    on an H200, the calibration's `writeback_s`) lands on the timed call, more of it hidden
+    under a latency-bound candidate than under a bandwidth-bound one, and the sweep times short
+    kernels by graph replay over rotating inputs, with no such write-back. Per-call
     events (triton.testing.do_bench) include the host's launch gaps, which for a microsecond
     kernel outweigh the differences a tuner looks for: on an H200, a split-K GEMM (two launches)
     and a one-launch GEMM of M=64, N=1024, K=4096 read 13.4 and 13.3 us under do_bench but 8.9
@@ -324,7 +348,7 @@ def cold_l2_replay_s(fn: Callable[[], object], budget_s: float = 2e-4, samples: 
 
     fn()  # compilation and lazy set-up stay out of every timing
     torch.cuda.synchronize()
-    flush = L2Flush()
+    flush = ReadFlush()
     estimate_s = max(_median_event_s(fn, flush, 1), 1e-7)
     calls = max(1, min(16, int(budget_s / estimate_s)))
 

@@ -340,6 +340,19 @@ def test_an_escape_must_show_in_both_rounds_of_checks(monkeypatch):
 
 
 @pytest.mark.gpu
+def test_read_flush_reads_twice_the_l2_and_writes_one_element():
+    flush = timing.ReadFlush()
+    l2_bytes = torch.cuda.get_device_properties(0).L2_cache_size
+    assert flush.buffer.numel() * 4 == 2 * l2_bytes
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):  # the tuner's timer replays it in a graph
+        flush()
+    graph.replay()
+    torch.cuda.synchronize()
+    assert flush.total.item() == pytest.approx(flush.buffer.double().sum().item(), rel=1e-4)
+
+
+@pytest.mark.gpu
 def test_cold_l2_replay_time_matches_events_for_a_long_copy_and_drops_launch_gaps():
     src = torch.randn(64 << 20, device="cuda")  # 256 MiB: launch gaps are noise against it
     dst = torch.empty_like(src)
