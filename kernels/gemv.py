@@ -71,10 +71,12 @@ def _step(
     BLOCK_M: tl.constexpr,
     EVEN_K: tl.constexpr,
     NORM: tl.constexpr,
+    GAIN: tl.constexpr,
 ):
-    """One K step: acc += the weight tile w times x's columns k0.., and with NORM the squares of
-    x summed (sq) and x scaled by the norm's gain. One token row: an fp32 [BLOCK_N, BLOCK_K]
-    product reduced after the loop; more: tl.dot of the [BLOCK_M, BLOCK_K] rows."""
+    """One K step: acc += the weight tile w times x's columns k0.., with NORM the squares of x
+    summed (sq), with GAIN x scaled by the norm's gain first. One token row: an fp32
+    [BLOCK_N, BLOCK_K] product reduced after the loop; more: tl.dot of the [BLOCK_M, BLOCK_K]
+    rows."""
     k_ok = k0 + offs_k < K
     if BLOCK_M == 1:
         if EVEN_K:
@@ -83,6 +85,7 @@ def _step(
             x = tl.load(x_ptrs, mask=k_ok, other=0.0).to(tl.float32)
         if NORM:
             sq += x * x
+        if GAIN:
             if EVEN_K:
                 x = x * tl.load(g_ptrs).to(tl.float32)
             else:
@@ -96,11 +99,13 @@ def _step(
         if NORM:
             xf = x.to(tl.float32)
             sq += xf * xf
+        if GAIN:
             if EVEN_K:
                 gain = tl.load(g_ptrs).to(tl.float32)
             else:
                 gain = tl.load(g_ptrs, mask=k_ok, other=0.0).to(tl.float32)
-            x = (xf * gain[None, :]).to(x_ptrs.dtype.element_ty)  # tl.dot takes x's dtype
+            # tl.dot takes x's dtype
+            x = (x.to(tl.float32) * gain[None, :]).to(x_ptrs.dtype.element_ty)
         acc = tl.dot(x, tl.trans(w), acc)
     return acc, sq
 
@@ -134,6 +139,7 @@ def _gemv_kernel(
     RESIDUAL: tl.constexpr,
     PARTIAL: tl.constexpr,
     PDL: tl.constexpr,
+    GAIN: tl.constexpr,
 ):
     if PDL:  # the next kernel may launch now: its programs wait for this one's results
         gdc_launch_dependents()
@@ -178,7 +184,7 @@ def _gemv_kernel(
     for k in range(0, K_SPLIT, BLOCK_K):
         w = _w_tile(w_ptrs, k_lo + k, offs_k, K, EVEN_K)
         acc, sq = _step(
-            acc, sq, w, x_ptrs, g_ptrs, m_ok, k_lo + k, offs_k, K, BLOCK_M, EVEN_K, NORM
+            acc, sq, w, x_ptrs, g_ptrs, m_ok, k_lo + k, offs_k, K, BLOCK_M, EVEN_K, NORM, GAIN
         )
         w_ptrs += BLOCK_K
         x_ptrs += BLOCK_K
@@ -230,6 +236,7 @@ def gemv(
     config: dict | None = None,
     *,
     norm: torch.Tensor | None = None,
+    rms: bool = False,
     eps: float = 1e-6,
     bias: torch.Tensor | None = None,
     glu: bool = False,
@@ -246,6 +253,9 @@ def gemv(
     - `norm` (gain [K]): x's rows RMSNorm-ed first, y = (W (x * gain))^T / rms(x), rms(x) =
       sqrt(mean(x^2) + eps): a row's scale commutes with the product, so the sums of squares
       accumulate beside the dot product and scale the sums at the end;
+    - or `rms`: the same with the gain already folded into W's columns (W diag(gain), done
+      once when the weights are loaded): y = (W x)^T / rms(x), no gain read or multiply in the
+      loop;
     - `bias` [N] added;
     - `glu`: W's rows are gate (first N/2) then up: y [M, N/2] = SiLU(gate) x up;
     - `residual` [M, N_out] added (it may be `out` itself: a residual stream updated in place).
@@ -268,6 +278,8 @@ def gemv(
         raise ValueError(f"glu takes gate|up rows, an even number, got N={n}")
     n_out = n // 2 if glu else n
     _vector(norm, k, "norm's gain", dtype)
+    if rms and norm is not None:
+        raise ValueError("rms is the norm with its gain folded into w: give norm or rms, not both")
     _vector(bias, n, "bias", dtype)
     if residual is not None and (
         residual.shape != (m, n_out) or residual.dtype != dtype or residual.stride(1) != 1
@@ -276,7 +288,7 @@ def gemv(
     y = output(out, (m, n_out), dtype, x.device)
     if m == 0 or n == 0:
         return y
-    if k == 0 and (norm is not None or glu or bias is not None or residual is not None):
+    if k == 0 and (norm is not None or rms or glu or bias is not None or residual is not None):
         raise ValueError("the epilogue needs K >= 1")
     if k == 0:
         return y.zero_()
@@ -286,7 +298,7 @@ def gemv(
     pdl = pdl and has_pdl(x.device)
     flags = {
         "PDL": pdl,
-        "NORM": norm is not None,
+        "NORM": norm is not None or rms,
         "BIAS": bias is not None,
         "GLU": glu,
         "RESIDUAL": residual is not None,
@@ -325,6 +337,7 @@ def gemv(
         PARTIAL=split_k > 1,
         num_warps=p["num_warps"],
         num_stages=p["num_stages"],
+        GAIN=norm is not None,
         **({"launch_pdl": True} if pdl else {}),
         **flags,
     )
@@ -350,11 +363,15 @@ def gemv(
     return y
 
 
-def gemv_epilogue_reference(x, w, norm=None, eps=1e-6, bias=None, glu=False, residual=None):
+def gemv_epilogue_reference(
+    x, w, norm=None, eps=1e-6, bias=None, glu=False, residual=None, rms=False
+):
     """`gemv` with its epilogue in float64: the oracle its tests hold it against."""
     x64, w64 = x.double(), w.double()
+    if norm is not None or rms:
+        x64 = x64 * torch.rsqrt(x64.pow(2).mean(-1, keepdim=True) + eps)
     if norm is not None:
-        x64 = x64 * torch.rsqrt(x64.pow(2).mean(-1, keepdim=True) + eps) * norm.double()
+        x64 = x64 * norm.double()
     y = x64 @ w64.T
     if bias is not None:
         y = y + bias.double()

@@ -58,6 +58,7 @@ def _launch_all() -> None:
             norm, bias = torch.randn(k, dtype=bf16), torch.randn(n, dtype=bf16)
             gemv.gemv(x, w, config=config, norm=norm, bias=bias, glu=True)
             gemv.gemv(x, w, config=config, residual=torch.randn(m, n, dtype=bf16))
+            gemv.gemv(x, w, config=config, rms=True)  # the gain folded into w
     a, w = torch.randn(100, 64, dtype=bf16), torch.randn(72, 64, dtype=bf16)
     gemm.gemm(a, w)  # the pointer kernel, as off a Hopper GPU
     for m, n, k in ((100, 72, 64), (64, 1024, 4096), (4096, 4096, 256)):  # split-K, subtiles

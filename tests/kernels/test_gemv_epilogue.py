@@ -65,6 +65,24 @@ def test_epilogue_matches_float64(m, n, k, split_k, norm, bias, glu, residual):
     assert _error(y, ref) < 2e-3
 
 
+@pytest.mark.parametrize(
+    "m, n, k, split_k", [(1, 46, 200, None), (1, 64, 256, 2), (3, 38, 96, None), (5, 40, 130, 3)]
+)
+def test_rms_with_the_gain_folded_into_w_is_the_norm(m, n, k, split_k):
+    """`rms` scales by 1/rms(x) alone: with W's columns scaled by the gain it is `norm`'s
+    product (the gain read and multiply move out of the loop into the weights)."""
+    args = _inputs(m, n, k, torch.float32, True, True, True, True, DEVICE, seed=7 * m + n)
+    ref = gemv_epilogue_reference(**args, eps=EPS)
+    gain = args.pop("norm")
+    folded = args.pop("w") * gain[None, :]
+    assert _error(gemv_epilogue_reference(args["x"], folded, eps=EPS, rms=True, **{
+        key: args[key] for key in ("bias", "glu", "residual")}), ref) < 1e-6  # fmt: skip
+    out = torch.full(ref.shape, float("nan"), dtype=torch.float32, device=DEVICE)
+    config = {"SPLIT_K": split_k} if split_k else None
+    y = gemv(args.pop("x"), folded, out, config, rms=True, eps=EPS, **args)
+    assert _error(y, ref) < 1e-5
+
+
 @pytest.mark.parametrize("split_k", [None, 2])
 @pytest.mark.parametrize("m", [1, 4])
 def test_residual_stream_is_updated_in_place(m, split_k):
@@ -99,6 +117,8 @@ def test_bad_operands_are_refused():
         gemv(x, w, bias=torch.ones(32, device=DEVICE))
     with pytest.raises(ValueError, match="residual"):
         gemv(x, w, residual=torch.ones(2, 32, device=DEVICE))
+    with pytest.raises(ValueError, match="not both"):
+        gemv(x, w, norm=torch.ones(64, device=DEVICE), rms=True)
 
 
 def test_the_cost_counts_what_the_epilogue_reads_and_writes():
@@ -130,4 +150,16 @@ def test_epilogue_gpu_bf16(m, n, k, norm, bias, glu, residual):
     ref = gemv_epilogue_reference(**args, eps=EPS)
     out = torch.full(ref.shape, float("nan"), dtype=torch.bfloat16, device="cuda")
     y = gemv(args.pop("x"), args.pop("w"), out, eps=EPS, **args)
+    assert _error(y, ref) < 2e-2
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("m", [1, 4, 16])
+@pytest.mark.parametrize("n, k", [(6144, 4096), (896, 4864)])  # 896: split-K
+def test_rms_gpu_bf16(m, n, k):
+    args = _inputs(m, n, k, torch.bfloat16, True, True, False, False, "cuda", seed=m * k)
+    ref = gemv_epilogue_reference(**args, eps=EPS)
+    folded = (args.pop("w").float() * args.pop("norm").float()[None, :]).to(torch.bfloat16)
+    out = torch.full(ref.shape, float("nan"), dtype=torch.bfloat16, device="cuda")
+    y = gemv(args.pop("x"), folded, out, rms=True, eps=EPS, **args)
     assert _error(y, ref) < 2e-2
