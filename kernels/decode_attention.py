@@ -168,7 +168,7 @@ def plan(batch: int, kv_heads: int, s_max: int, sms: int) -> dict:
 
     Measured on an H200 (32q/8kv, d=128, graph replay): B=1 ctx 4096 and 32768 were fastest at
     16 slices (128 programs on 132 SMs); more slices meant a second wave of programs whose
-    pipelined K/V tiles (2 x 3 stages x 16-32 KiB of shared memory) fit one or two per SM.
+    pipelined K/V blocks (64-128 KiB of shared memory a program) fit one to three per SM.
     B=32 (256 streams) was fastest unsplit.
     """
     block_n = 16 if is_interpreter() else 64  # the interpreter's cost grows with the tile
@@ -189,13 +189,15 @@ def launch_plan(
 ) -> LaunchPlan:
     """The kernels `decode_attention` launches: pass 1 on a (B*Hkv, splits) grid, and with more
     than one split the combine pass, which reads back the fp32 partial outputs and log-sum-exps
-    (B * Hq * splits * (D + 1) * 4 bytes, written by pass 1). A pass-1 program keeps its K and
-    V blocks of every pipeline stage in flight: 2 * BLOCK_N * D * element_size * num_stages."""
+    (B * Hq * splits * (D + 1) * 4 bytes, written by pass 1). A pass-1 program keeps the K and
+    V blocks of its ring of num_stages - 1 shared-memory buffers in flight (as Triton compiles
+    it for sm_90, checked by tests/kernels/test_inflight.py): 2 * BLOCK_N * D * element_size *
+    (num_stages - 1)."""
     p = plan(batch, kv_heads, s_max, sms)
     splits = p["num_splits"]
     block_h = max(16, triton.next_power_of_2(heads // kv_heads))
     tile = (block_h, p["BLOCK_N"], head_dim)
-    inflight = 2.0 * p["BLOCK_N"] * head_dim * element_size * p["num_stages"]
+    inflight = 2.0 * p["BLOCK_N"] * head_dim * element_size * max(1, p["num_stages"] - 1)
     if splits == 1:
         grid = (batch * kv_heads, 1)
         return LaunchPlan((KernelLaunch("decode_split", grid, tile, inflight_bytes=inflight),))

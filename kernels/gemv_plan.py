@@ -97,11 +97,15 @@ def launch_plan(
 ) -> LaunchPlan:
     """The kernels `gemv` launches for [m, k] x [n, k]^T: the GEMV kernel, and with split-K the
     pass that sums the fp32 partials (split_k * m * n * 4 bytes written, then read) and runs the
-    epilogue. A GEMV program keeps the weight and activation tiles of every pipeline stage in
-    flight: (BLOCK_N + BLOCK_M) * BLOCK_K * element_size * num_stages."""
+    epilogue. The bytes a GEMV program keeps in flight, as Triton compiles it for sm_90 (checked
+    against the compiled kernel by tests/kernels/test_inflight.py): one row loads its tiles into
+    registers, one K step at a time, (BLOCK_N + 1) * BLOCK_K * element_size; the tl.dot path
+    copies them asynchronously into a ring of num_stages - 1 shared-memory buffers,
+    (BLOCK_N + BLOCK_M) * BLOCK_K * element_size * (num_stages - 1)."""
     g = geometry(m, n, k, element_size, sms, glu=glu)
     tile = (g.block_m, g.block_n, g.block_k)
-    inflight = float((g.block_n + g.block_m) * g.block_k * element_size * g.params["num_stages"])
+    steps = 1 if g.block_m == 1 else max(1, g.params["num_stages"] - 1)
+    inflight = float((g.block_n + g.block_m) * g.block_k * element_size * steps)
     if g.split_k == 1:
         return LaunchPlan((KernelLaunch("gemv", g.grid, tile, inflight_bytes=inflight),))
     partial = 4.0 * g.split_k * m * n

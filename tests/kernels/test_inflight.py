@@ -1,0 +1,38 @@
+"""The bytes in flight a plan declares for a program of our GEMV and split-KV decode kernels (the
+T5 term `theory.tiers.read_bandwidth` reads them) against the kernels as Triton compiles them for
+sm_90: `compiled_inflight.py` compiles them in a process of its own, without the interpreter."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).with_name("compiled_inflight.py")
+
+
+def _compiled() -> list[dict]:
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT)], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
+def test_declared_bytes_in_flight_are_what_the_compiled_kernels_keep():
+    lines = _compiled()
+    gemv = [x for x in lines if x["kernel"] == "gemv"]
+    decode = [x for x in lines if x["kernel"] == "decode_split"]
+    assert len(gemv) == 5 and len(decode) == 2
+    for x in gemv:
+        bm, bn, bk = x["tile"]
+        if bm == 1:  # loads into registers, one K step of the weight rows and x at a time
+            assert not x["cp_async"], x
+            assert x["declared"] == (bn + 1) * bk * 2, x
+        else:  # asynchronous copies into the shared-memory ring: all of it is the tiles'
+            assert x["cp_async"] and x["shared"] == x["declared"], x
+    for x in decode:
+        block_h, _, head_dim = x["tile"]
+        # The K/V ring, and beside it no more than the query tile (fp32) of shared memory.
+        assert x["cp_async"] and 0 <= x["shared"] - x["declared"] <= block_h * head_dim * 4, x
