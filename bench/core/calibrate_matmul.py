@@ -35,6 +35,24 @@ def _matmul_candidates(device) -> dict:
     return out
 
 
+def _fastest_burst(probe: Probe, calls: dict) -> tuple:
+    """(label, FLOP/s, times, telemetry, medians by label) of the fastest of `calls` (label ->
+    (flops, one call, compiled and warm)), each timed over its first 10 calls after a second of
+    idle (events: ~10-15 ms of load, before the power cap bites)."""
+    from roofbench.bench.core.timing import EventTimer
+
+    medians, best = {}, None
+    for label, (flops, fn) in calls.items():
+        time.sleep(1.0)  # idle: the power cap's average falls back, the clock returns to boost
+        with probe.tel.window() as win:
+            times = EventTimer(fn).measure(10)
+        medians[label] = percentile(times, 50)
+        rate = flops / medians[label]
+        if best is None or rate > best[1]:
+            best = (label, rate, times, win.summary())
+    return (*best, medians)
+
+
 def probe_matmul(probe: Probe, device) -> None:
     """The bf16 matmul peaks. Burst: the fastest of `_matmul_candidates`, each timed over its
     first 10 calls after a second of idle (events), before the power cap bites; a roof must be
@@ -43,22 +61,13 @@ def probe_matmul(probe: Probe, device) -> None:
     same winner back to back for 0.6 s, until the cap has settled, then 20-call graph replays."""
     import torch
 
-    from roofbench.bench.core.timing import EventTimer, GraphTimer
+    from roofbench.bench.core.timing import GraphTimer
 
     candidates = _matmul_candidates(device)
     for _, fn in candidates.values():
         fn()  # compile, tune, warm
     torch.cuda.synchronize()
-    medians, best = {}, None
-    for label, (flops, fn) in candidates.items():
-        time.sleep(1.0)  # idle: the power cap's average falls back, the clock returns to boost
-        with probe.tel.window() as win:
-            times = EventTimer(fn).measure(10)  # ~10-15 ms of load: before the cap bites
-        medians[label] = percentile(times, 50)
-        rate = flops / medians[label]
-        if best is None or rate > best[1]:
-            best = (label, rate, times, win.summary())
-    label, rate, times, window = best
+    label, rate, times, window, medians = _fastest_burst(probe, candidates)
     probe.record(
         "matmul_burst_flops",
         rate,
@@ -96,7 +105,6 @@ def probe_mma_sync(probe: Probe, device, sms: int) -> None:
     import torch
 
     from roofbench.bench.core import mma_probe
-    from roofbench.bench.core.timing import EventTimer
 
     configs = mma_probe.SYNC_CONFIGS
     elements = max(max(bm, bn) * bk for bm, bn, bk, _ in configs)
@@ -111,20 +119,13 @@ def probe_mma_sync(probe: Probe, device, sms: int) -> None:
         if kind != "sync":
             medians[label] = f"refused: lowered to {kind or 'no MMA'}, not mma.sync"
             continue
-        launches[label] = (config, lambda config=config: mma_probe.launch(config, a, b, out))
+        flops = mma_probe.flops(config, out.numel())
+        launches[label] = (flops, lambda config=config: mma_probe.launch(config, a, b, out))
     torch.cuda.synchronize()
-    best = None
-    for label, (config, fn) in launches.items():
-        time.sleep(1.0)  # idle: the power cap's average falls back, the clock returns to boost
-        with probe.tel.window() as win:
-            times = EventTimer(fn).measure(10)
-        medians[label] = percentile(times, 50)
-        rate = mma_probe.flops(config, out.numel()) / medians[label]
-        if best is None or rate > best[1]:
-            best = (label, rate, times, win.summary())
-    if best is None:
+    if not launches:
         raise RuntimeError(f"no configuration ran mma.sync: {medians}")
-    label, rate, times, window = best
+    label, rate, times, window, timed = _fastest_burst(probe, launches)
+    medians |= timed
     probe.record(
         "mma_sync_flops",
         rate,
