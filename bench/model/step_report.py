@@ -30,6 +30,7 @@ from roofbench.theory.tiers import Calibration
 # recorded measured points' only: their skipped points are predicted with the plans declared
 # where the report runs).
 ALL_POINTS_KEY = "step_plans_all_points"
+UNMEASURED_KEY = "step_plans_unmeasured"  # the op calls of step_plans no measured point ran
 # A record's op -> the decoder's phase (`kernels.llama_plan.PHASES`).
 PHASE_OF_OP = {"ttft": "prefill", "tbt": "decode", "naive_step": "naive"}
 TITLES = {"ttft": "TTFT (prefill)", "tbt": "TBT (decode step)", "naive_step": "naive step"}
@@ -114,8 +115,9 @@ def step_points(records: Sequence[Record], meta: dict, cal: Calibration) -> list
 def record_step_plans(meta: dict, record: Record) -> bool:
     """Add the plans of `record`'s step, as this process declares them now (right after the
     point ran: the tuned choices it ran with; for a point skipped, what it would have run), to
-    run.json's `step_plans`; a plan recorded before for the same op call is kept. Nothing for a
-    point without a declared step. Returns whether a plan was added.
+    run.json's `step_plans`. A plan recorded before for the same op call is kept, but for a
+    measured point's over a skipped point's: the tuner may have run for that call since.
+    Nothing for a point without a declared step. Returns whether a plan was added or changed.
 
     A skipped point's plans are recorded too (`ALL_POINTS_KEY`), so that a report on another
     machine predicts it as the run did: untuned, a GEMM declares its first candidate tile on
@@ -131,9 +133,19 @@ def record_step_plans(meta: dict, record: Record) -> bool:
     except ValueError:  # NotDeclared (compile), or an implementation this process lacks
         return False
     recorded = meta.setdefault("step_plans", {})
-    new = {k: v for k, v in step_plans(kernels).items() if k not in recorded}
-    recorded.update(new)
-    return bool(new)
+    unmeasured = meta.setdefault(UNMEASURED_KEY, [])  # calls only skipped points recorded
+    measured = bool(measured_s(record))
+    changed = False
+    for call, plan in step_plans(kernels).items():
+        if call in recorded and not (measured and call in unmeasured):
+            continue
+        changed |= recorded.get(call) != plan
+        recorded[call] = plan
+        if not measured:
+            unmeasured.append(call)
+        elif call in unmeasured:
+            unmeasured.remove(call)
+    return changed
 
 
 def _pct(value: float | None) -> str:

@@ -146,12 +146,23 @@ def test_where_a_decode_step_goes_adds_up_to_the_measured_time(folder):
     assert len(fig.axes) == max(1, len(declared))
 
 
-def test_a_skipped_points_plans_are_recorded_as_a_measured_ones():
-    """A point the time budget skipped gets its plans in run.json too, so that a report on
-    another machine predicts it as the run did (not with the plans declared there)."""
+def test_a_skipped_points_plans_are_recorded_and_a_measured_points_replace_them():
+    """A point the time budget skipped gets its plans in run.json too, so that a report on another
+    machine predicts it as the run did (not with the plans declared there); a point measured
+    later for the same op calls replaces them (the tuner may have run since), and a measured
+    point's plans are never replaced by a skipped point's."""
+    import dataclasses
+
     records, meta = _load(RESULTS / "h200" / "model-llama3-8b-20261202T062324Z")
-    skipped = [r for r in records if r.op == "tbt" and r.status == "skipped"]
-    assert skipped
+    skipped = next(r for r in records if r.op == "tbt" and r.status == "skipped")
+    measured = dataclasses.replace(skipped, status="ok", measured_s=1e-3)
     fresh = {k: v for k, v in meta.items() if k != "step_plans"}
-    assert record_step_plans(fresh, skipped[0])
-    assert fresh["step_plans"] and not record_step_plans(fresh, skipped[0])  # kept, not redone
+    assert record_step_plans(fresh, skipped)
+    plans = dict(fresh["step_plans"])
+    assert plans and not record_step_plans(fresh, skipped)  # kept, not redone
+    call = next(iter(plans))
+    fresh["step_plans"][call] = "untuned"  # as a skipped point records before the tuner ran
+    assert record_step_plans(fresh, measured) and fresh["step_plans"] == plans
+    fresh["step_plans"][call] = "tuned"
+    assert not record_step_plans(fresh, skipped) and fresh["step_plans"][call] == "tuned"
+    assert not record_step_plans(fresh, measured)  # a measured point's plan is kept
