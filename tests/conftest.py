@@ -22,3 +22,21 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def compile_script(tmp_path_factory):
+    """Run a script of the tests' own in a Python process without the interpreter (which compiles
+    nothing) and with a Triton cache of its own: `compile_script(path, timeout=300)` ->
+    subprocess.CompletedProcess, its stdout and stderr captured as text."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_CACHE_DIR"] = str(tmp_path_factory.mktemp("triton-cache"))
+
+    def run(script, timeout: float = 300):
+        command = [sys.executable, str(script)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+
+    return run

@@ -1,10 +1,9 @@
 """`roofbench` through a subprocess, as a user runs it: figures, tables and one-line errors."""
 
 import json
-import subprocess
-import sys
 
 import pytest
+from cli_runner import roofbench
 
 SEED_ARGS = [
     "predict",
@@ -19,15 +18,6 @@ SEED_ARGS = [
     "--no-causal",
     "--json",
 ]
-
-
-def roofbench(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "roofbench.bench.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def test_predict_json_reproduces_the_seed_prefill_and_decode_figures():

@@ -3,10 +3,10 @@ prints every case id whole in each format."""
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_runner import roofbench
 
 from roofbench.bench.core.records import read_records
 
@@ -16,12 +16,7 @@ H100 = ROOT / "results" / "h100-sxm" / "baseline.csv"
 
 
 def compare(*args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "roofbench.bench.cli", "compare", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return roofbench("compare", *args)
 
 
 @pytest.mark.parametrize(

@@ -8,21 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_runner import roofbench
 
 from roofbench.bench.core.records import read_records
 
 ROOT = Path(__file__).resolve().parents[2]
 WRONG = ROOT / "tests" / "plugins" / "wrong_decode.py"
 CPU_ONLY = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only path")
-
-
-def roofbench(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "roofbench.bench.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def test_list_shows_the_plugin_its_origin_and_the_machine_verdicts():

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_runner import roofbench
 
 from roofbench.bench.core.records import Record, RecordWriter, read_records
 from roofbench.bench.sweep.cases import sweep
@@ -17,15 +18,6 @@ ROOT = Path(__file__).resolve().parents[2]
 CPU_ONLY = pytest.mark.skipif(
     torch.cuda.is_available(), reason="checks the no-GPU behaviour; this machine has a GPU"
 )
-
-
-def roofbench(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "roofbench.bench.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 @CPU_ONLY

@@ -3,25 +3,15 @@ T5 term `theory.tiers.read_bandwidth` reads them) against the kernels as Triton 
 sm_90: `compiled_inflight.py` compiles them in a process of its own, without the interpreter."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 SCRIPT = Path(__file__).with_name("compiled_inflight.py")
 
 
-def _compiled() -> list[dict]:
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT)], capture_output=True, text=True, timeout=300, env=env
-    )
+def test_declared_bytes_in_flight_are_what_the_compiled_kernels_keep(compile_script):
+    done = compile_script(SCRIPT)
     assert done.returncode == 0, done.stderr[-3000:]
-    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-
-
-def test_declared_bytes_in_flight_are_what_the_compiled_kernels_keep():
-    lines = _compiled()
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     gemv = [x for x in lines if x["kernel"] == "gemv"]
     decode = [x for x in lines if x["kernel"] == "decode_split"]
     assert len(gemv) == 5 and len(decode) == 2

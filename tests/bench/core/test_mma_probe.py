@@ -3,9 +3,6 @@ loop on a warpgroup to wgmma, so the check can fail), it computes what it claims
 FLOPs are the same for every configuration."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,14 +14,10 @@ SCRIPT = Path(__file__).with_name("lower_mma_probe.py")
 
 
 @pytest.fixture(scope="module")
-def lowered(tmp_path_factory):
+def lowered(compile_script):
     """Each configuration's lowering, from a process without the interpreter (and its own
     Triton cache)."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["TRITON_CACHE_DIR"] = str(tmp_path_factory.mktemp("triton-cache"))
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT)], capture_output=True, text=True, timeout=300, env=env
-    )
+    done = compile_script(SCRIPT)
     assert done.returncode == 0, done.stderr[-3000:]
     return {row["label"]: row for row in map(json.loads, done.stdout.splitlines())}
 

@@ -7,11 +7,11 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from cli_runner import roofbench
 
 from roofbench.bench.core import identity
 from roofbench.bench.core.records import Record, RecordWriter, drop_partial_row, read_records
@@ -20,15 +20,6 @@ from roofbench.theory.hardware import get_gpu
 
 ROOT = Path(__file__).resolve().parents[3]
 COMMITTED = ROOT / "results" / "h200" / "20261201T211032Z"  # a measured quick sweep
-
-
-def roofbench(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "roofbench.bench.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
