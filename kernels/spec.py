@@ -70,14 +70,20 @@ DEFAULT_LINEAR_MODELS = {"quick": ("llama3-8b",), "full": ("llama3-8b", "llama3-
 DEFAULT_ATTENTION_MODEL = "llama3-8b"
 
 
-def linear_layers(sweep: str, model: ModelConfig | None = None) -> dict[tuple[int, int], str]:
+def linear_layers(
+    sweep: str, model: ModelConfig | None = None, lm_head: bool = False
+) -> dict[tuple[int, int], str]:
     """Each distinct weight shape (n, k) of the layers' projections (`ModelConfig.linear_shapes`,
     the per-layer ops theory.llm costs) of `model`, or of the sweep's default models, -> the
-    layers that have it, e.g. "llama3-8b k_proj, llama3-8b v_proj"."""
+    layers that have it, e.g. "llama3-8b k_proj, llama3-8b v_proj"; with `lm_head` the LM head's
+    [vocab, hidden] too (a decode step's largest GEMV)."""
     models = (model,) if model else tuple(MODELS[name] for name in DEFAULT_LINEAR_MODELS[sweep])
     layers: dict[tuple[int, int], list[str]] = {}
     for config in models:
-        for layer, shape in config.linear_shapes().items():
+        shapes = config.linear_shapes()
+        if lm_head:
+            shapes["lm_head"] = (config.vocab_size, config.hidden_size)
+        for layer, shape in shapes.items():
             layers.setdefault(shape, []).append(f"{config.name} {layer}")
     return {shape: ", ".join(names) for shape, names in layers.items()}
 

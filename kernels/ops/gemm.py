@@ -97,14 +97,14 @@ class GemmCase(OpCase):
         return linear_sweep(cls, name, model, lambda m: m > GEMV_MAX_M)
 
 
-def linear_sweep(cls, name: str, model: ModelConfig | None, keep) -> list:
+def linear_sweep(cls, name: str, model: ModelConfig | None, keep, lm_head: bool = False) -> list:
     """Cases of `cls` for each distinct linear-layer shape of `model` (default: the sweep's
-    Llama 3 models, `kernels.spec.linear_layers`), at each of the sweep's M values that `keep`
-    accepts; `source` names the layers that have the shape."""
+    Llama 3 models, `kernels.spec.linear_layers`; with `lm_head` the LM head's too), at each of
+    the sweep's M values that `keep` accepts; `source` names the layers that have the shape."""
     ms = {"quick": QUICK_M, "full": FULL_M}[name]
     return [
         cls(m=m, n=n, k=k, source=layers)
-        for (n, k), layers in linear_layers(name, model).items()
+        for (n, k), layers in linear_layers(name, model, lm_head).items()
         for m in ms
         if keep(m)
     ]

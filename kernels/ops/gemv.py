@@ -44,7 +44,8 @@ class GemvCase(GemmCase):
 
     @classmethod
     def sweep(cls, name: str, model: ModelConfig | None = None) -> list[GemvCase]:
-        return linear_sweep(cls, name, model, lambda m: m <= GEMV_MAX_M)
+        # With the LM head: the one projection a decode step runs once, and its largest GEMV.
+        return linear_sweep(cls, name, model, lambda m: m <= GEMV_MAX_M, lm_head=True)
 
 
 def triton_plan(case: GemvCase):

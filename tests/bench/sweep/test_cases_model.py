@@ -39,13 +39,19 @@ def test_the_cases_of_a_config_are_its_layer_shapes(name):
     cases = sweep(name, model=model)
     default = sweep(name)
     assert {c.op for c in cases} == {c.op for c in default}
-    linear = [c for c in cases if c.op in LINEAR_OPS]
+    head = (model.vocab_size, model.hidden_size)  # the LM head: the GEMV's sweep only
+    linear = [c for c in cases if c.op in LINEAR_OPS and (c.n, c.k) != head]
     assert {(c.n, c.k) for c in linear} == set(model.linear_shapes().values())
     ms = {"quick": QUICK_M, "full": FULL_M}[name]
     for n, k in model.linear_shapes().values():
         rows = sorted(c.m for c in linear if (c.n, c.k) == (n, k))
         assert rows == sorted(ms)  # every M of the sweep, once: GEMV up to 16, GEMM above
     assert all((c.op == "gemv") == (c.m <= GEMV_MAX_M) for c in linear)
+    heads = [c for c in cases if c.op in LINEAR_OPS and (c.n, c.k) == head]
+    assert {c.op for c in heads} == {"gemv"} and sorted(c.m for c in heads) == sorted(
+        m for m in ms if m <= GEMV_MAX_M
+    )
+    assert all(c.source == "qwen2-0.5b lm_head" for c in heads)
     assert all(c.source.startswith("qwen2-0.5b ") for c in cases)
     for op in ATTENTION_OPS:
         mine = [c for c in cases if c.op == op]
@@ -61,7 +67,8 @@ def test_shapes_two_layers_share_are_one_case_naming_both():
     gemv = sweep("quick", ("gemv",), model)
     kv = [c for c in gemv if (c.n, c.k) == (1024, 4096)]
     assert kv and all(c.source == "llama3-8b k_proj, llama3-8b v_proj" for c in kv)
-    assert len(gemv) == len(set(model.linear_shapes().values())) * 3  # M = 1, 4, 16
+    # M = 1, 4, 16 of each layer shape and of the LM head
+    assert len(gemv) == (len(set(model.linear_shapes().values())) + 1) * 3
 
 
 def test_an_op_whose_sweep_takes_no_model_keeps_its_own_cases():
@@ -102,7 +109,9 @@ def test_run_model_on_a_cpu_writes_predictions_for_the_model_shapes(tmp_path):
     model = from_hf_config(QWEN2_05B)
     expected = sweep("quick", ("gemv", "decode_attention"), model)
     assert sorted(r.case for r in records) == sorted(c.id for c in expected)
-    assert {(r.n, r.k) for r in records if r.op == "gemv"} == set(model.linear_shapes().values())
+    lm_head = (model.vocab_size, model.hidden_size)
+    shapes = {*model.linear_shapes().values(), lm_head}
+    assert {(r.n, r.k) for r in records if r.op == "gemv"} == shapes
     assert {(r.heads, r.kv_heads, r.head_dim) for r in records if r.op != "gemv"} == {(14, 2, 64)}
     label = f"quick --model {config}"
     assert {r.sweep for r in records} == {label}
