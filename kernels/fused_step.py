@@ -4,6 +4,8 @@ docstring of `kernels.fused` describes; `kernels.llama_plan` declares what these
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from . import gemv as _gemv
@@ -23,12 +25,38 @@ def on_gemv(rows: int) -> bool:
     return rows <= _gemv.TOKENS_PER_DOT
 
 
-def folds_norm(rows: int) -> bool:
-    """Whether the RMSNorm runs in the next GEMV's epilogue at `rows` token rows: at one row.
-    On the tensor-core path (2..16 rows) a norm folded into the GEMV measured 3x its time on
-    an H200 (16.8 -> 50.6 us at 6144x4096, 57 -> 172 us at 28672x4096), so there the norm is
-    a kernel of its own (`add_rms_norm` without a delta) and the GEMV reads its output."""
-    return rows == 1
+def folds_norm(rows: int, gains_folded: bool = False) -> bool:
+    """Whether the RMSNorm runs in the next GEMV's epilogue at `rows` token rows: at one row,
+    or at every GEMV row count where the norms' gains are folded into the weights. On the
+    tensor-core path (2..16 rows) a norm with its gain in the loop measured 3x the GEMV's time
+    on an H200 (16.8 -> 50.6 us at 6144x4096, 57 -> 172 us at 28672x4096), so there the norm
+    is a kernel of its own (`add_rms_norm` without a delta) and the GEMV reads its output."""
+    return gains_folded or rows == 1
+
+
+@dataclass(frozen=True)
+class FoldedGains:
+    """The "fused-folded" backend's copies of the matrices a norm feeds, each scaled by that
+    norm's gain along K (W diag(gain), as a serving engine may do once at load time), so that
+    the GEMV's epilogue applies only 1/rms (`gemv(rms=True)`): no gain in its K loop."""
+
+    qkv: list[torch.Tensor]  # per layer: wqkv diag(attn_norm)
+    gate_up: list[torch.Tensor]  # per layer: w_gate_up diag(mlp_norm)
+    lm_head: torch.Tensor  # lm_head diag(norm)
+
+
+def fold_gains(weights) -> FoldedGains:
+    """`FoldedGains` of `kernels.llama_weights.Weights` (copies: the weights stay as they are,
+    shared with the other backends), each product taken in fp32 and rounded once."""
+
+    def fold(w: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+        return (w.float() * gain.float()[None, :]).to(w.dtype)
+
+    return FoldedGains(
+        [fold(layer.wqkv, layer.attn_norm) for layer in weights.layers],
+        [fold(layer.w_gate_up, layer.mlp_norm) for layer in weights.layers],
+        fold(weights.lm_head, weights.norm),
+    )
 
 
 def _gemv_layers(model, x, attend):
@@ -36,21 +64,26 @@ def _gemv_layers(model, x, attend):
     [T, hidden] (updated in place, and returned): the residual adds in O's and down's, SiLU x
     up in gate|up's, and each norm in the epilogue of the projection after it (`folds_norm`)."""
     fn, w, eps = model._fused["gemv_epilogue"], model.weights, model.config.rms_norm_eps
+    folded = model._folded
 
     def gemv(*args, **kwargs):  # each a programmatic dependent of the kernel before it
         return fn(*args, **kwargs, pdl=True)
 
-    def normed(gain):  # the GEMV's input and epilogue for a norm of the stream with `gain`
+    def normed(gain, weight, folded_weight):
+        """The GEMV's input, weight and epilogue for a norm of the stream with `gain`."""
+        if folded is not None:
+            return x, folded_weight, {"rms": True, "eps": eps}
         if folds_norm(x.shape[0]):
-            return x, {"norm": gain, "eps": eps}
-        return model._fused["add_rms_norm"](None, x, gain, eps)[0], {}
+            return x, weight, {"norm": gain, "eps": eps}
+        return model._fused["add_rms_norm"](None, x, gain, eps)[0], weight, {}
 
     for i, layer in enumerate(w.layers):
-        h, norm = normed(layer.attn_norm)
-        qkv = gemv(h, layer.wqkv, bias=layer.bqkv, **norm)
+        qkv_w, gate_up_w = (None, None) if folded is None else (folded.qkv[i], folded.gate_up[i])
+        h, weight, norm = normed(layer.attn_norm, layer.wqkv, qkv_w)
+        qkv = gemv(h, weight, bias=layer.bqkv, **norm)
         gemv(attend(i, qkv), layer.wo, x, bias=layer.bo, residual=x)
-        h, norm = normed(layer.mlp_norm)
-        act = gemv(h, layer.w_gate_up, bias=layer.b_gate_up, glu=True, **norm)
+        h, weight, norm = normed(layer.mlp_norm, layer.w_gate_up, gate_up_w)
+        act = gemv(h, weight, bias=layer.b_gate_up, glu=True, **norm)
         gemv(act, layer.w_down, x, bias=layer.b_down, residual=x)
     return x
 
@@ -59,6 +92,9 @@ def _gemv_logits(model, last):
     """The LM head with the final norm (in its epilogue at one row, `folds_norm`), over the
     last token rows of each sequence (a strided view of the stream in a prefill)."""
     w, eps = model.weights, model.config.rms_norm_eps
+    if model._folded is not None:
+        head = model._folded.lm_head
+        return model._fused["gemv_epilogue"](last, head, rms=True, eps=eps, pdl=True)
     if not folds_norm(last.shape[0]):
         last = model._fused["add_rms_norm"](None, last, w.norm, eps)[0]
         return model._fused["gemv_epilogue"](last, w.lm_head, pdl=True)

@@ -20,13 +20,12 @@ all four) and "torch" (F.linear, SDPA: the baselines); or a mapping such as
 decoder calls an implementation without `out=` (it must then return a fresh result) and gives
 decode attention the lengths as an int32 device tensor, so that a step can be graph-captured.
 
-"fused" is "triton" for the four ops, with the element-wise work between them fused as serving
-engines fuse it (`kernels.fused`): each residual add with the RMSNorm after it, rotary of Q and K
-with the K and V writes to the cache (the rotary tables read at each row's position, no gathered
-copy), SiLU(gate) x up in one kernel. A decode step then launches, per layer, two norms, the
-four projections, one rotary/append, attention and one activation, against 18 (plus attention's)
-on the others. The residual stream is updated in place. "compile" is "torch" with its phases
-compiled by torch.compile (`kernels.llama_compiled`).
+"fused" is "triton" for the four ops with the element-wise work fused as serving engines fuse it
+(`kernels.fused`, `kernels.fused_step`): on the GEMV the norms, biases, SiLU x up and residual
+adds in the projections' epilogues, on the GEMM each residual add with the RMSNorm after it; the
+rotary of Q and K with the cache writes. "fused-folded" is "fused" with the norms' gains folded
+into copies of the weights (`kernels.fused_step.FoldedGains`); "compile" is "torch" with its
+phases compiled by torch.compile (`kernels.llama_compiled`).
 
 Rotary embeddings use the config's rope_theta (Llama 3's 500000 by default) and rotate-half
 pairing (dimension i with i + D/2, the Hugging Face layout), RMSNorm its rms_norm_eps; long-context
@@ -64,8 +63,9 @@ RMS_EPS = ModelConfig.rms_norm_eps  # Llama 3's rms_norm_eps, the default
 GEMV_MAX_M = TOKENS_PER_DOT  # the GEMV op serves 1..16 token rows; above, the GEMM
 PRESETS = ("triton", "torch")  # one implementation for every op; a model run's default
 FUSED = "fused"  # "triton" for every op, and the decoder's element-wise work fused
+FOLDED = "fused-folded"  # "fused" with the norms' gains folded into copies of the weights
 COMPILE = llama_compiled.COMPILE  # "torch" for every op, its phases compiled by torch.compile
-BACKENDS = (*PRESETS, FUSED, COMPILE)
+BACKENDS = (*PRESETS, FUSED, FOLDED, COMPILE)
 MODEL_OPS = ("gemm", "gemv", "prefill_attention", "decode_attention")
 
 
@@ -74,10 +74,9 @@ def resolve_backend(backend: str | Mapping[str, str]) -> dict[str, str]:
     per-op mapping (ops left out take their baseline). Raises ValueError naming what is unknown."""
     if isinstance(backend, str):
         if backend not in BACKENDS:
-            raise ValueError(
-                f"backend must be one of {BACKENDS} or op=impl choices, got {backend!r}"
-            )
-        names = dict.fromkeys(MODEL_OPS, {FUSED: "triton", COMPILE: "torch"}.get(backend, backend))
+            raise ValueError(f"backend must be one of {BACKENDS} or op=impl, got {backend!r}")
+        runs = {FUSED: "triton", FOLDED: "triton", COMPILE: "torch"}
+        names = dict.fromkeys(MODEL_OPS, runs.get(backend, backend))
     else:
         wrong = [op for op in backend if op not in MODEL_OPS]
         if wrong:
@@ -245,7 +244,8 @@ class Llama:
         self.impl_names = names
         self._fn = {op: catalog.get_impl(op, name).fn for op, name in names.items()}
         # The fused backend's element-wise kernels, by name (none on the other backends).
-        self._fused = dict(fused_step.KERNELS) if self.backend == FUSED else {}
+        self._fused = dict(fused_step.KERNELS) if self.backend in (FUSED, FOLDED) else {}
+        self._folded = fused_step.fold_gains(weights) if self.backend == FOLDED else None
         self._compiled = llama_compiled.Phases(self) if self.backend == COMPILE else None
         self.cache: KVCache | None = None
         self._rope: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}

@@ -54,14 +54,14 @@ from . import catalog, fused_step, gemv
 from ._util import default_device, num_sms
 from .attention import attention_reference
 from .decode_attention import decode_attention_reference
-from .llama import COMPILE, FUSED, GEMV_MAX_M, resolve_backend
+from .llama import COMPILE, FOLDED, FUSED, GEMV_MAX_M, resolve_backend
 from .registry import Impl
 
 PHASES = ("prefill", "decode", "naive")
 # The version of each backend's declared kernels, bumped when the decoder's code launches other
 # kernels (a model run records these; a run of an older version is not predicted from today's).
 # fused 2: the projections' epilogues on the GEMV (norms, bias, SiLU x up, residual adds).
-DECLARATIONS = {"torch": 1, "triton": 1, "fused": 2}
+DECLARATIONS = {"torch": 1, "triton": 1, "fused": 2, "fused-folded": 1}
 INDEX_BYTES = 8  # token ids and positions: int64
 LENGTH_BYTES = 4  # context lengths: int32
 MASK_BYTES = 1  # a boolean key mask
@@ -206,8 +206,8 @@ def step_kernels(
         raise NotDeclared(f"the {COMPILE} backend's step is not declared (inductor's kernels)")
     cfg, layers = config, config.num_layers
     step = _Step(cfg, resolve_backend(backend), dtype, plans)
-    if backend == FUSED:
-        return _fused_kernels(step, phase, batch, seq, max_seq)
+    if backend in (FUSED, FOLDED):
+        return _fused_kernels(step, phase, batch, seq, max_seq, backend == FOLDED)
     e, h, d = step.size, cfg.hidden_size, cfg.head_dim
     decode = phase == "decode"
     rows = batch if decode else batch * seq
@@ -337,7 +337,7 @@ def _key_mask(step: _Step, batch: int, keys: int, layers: int) -> None:
 
 
 def _fused_kernels(
-    step: _Step, phase: str, batch: int, seq: int, max_seq: int | None
+    step: _Step, phase: str, batch: int, seq: int, max_seq: int | None, gains_folded=False
 ) -> tuple[StepKernel, ...]:
     """The kernels of a step on the "fused" backend (`kernels.fused_step.decode_step`, `forward`).
     On the epilogue GEMV: per layer QKV (input norm, bias), one rotary + KV append, attention,
@@ -365,7 +365,7 @@ def _fused_kernels(
 
     if fused_step.on_gemv(rows):
         project = step.gemv_epilogue
-        folded = fused_step.folds_norm(rows)
+        folded = fused_step.folds_norm(rows, gains_folded)
         if not folded:  # the two norms of each layer as kernels of their own
             step.add("norm", "norm", ops.rms_norm(rows, h, dtype), "add_rms_norm", 2 * layers)
         project("qkv", rows, qkv_n, h, layers, norm=folded, bias=cfg.has_qkv_bias)
@@ -374,17 +374,10 @@ def _fused_kernels(
         project("o_proj", rows, h, cfg.q_dim, layers, bias=cfg.attention_bias, residual=True)
         project("gate_up", rows, 2 * inter, h, layers, norm=folded, bias=cfg.mlp_bias, glu=True)
         project("down", rows, h, inter, layers, bias=cfg.mlp_bias, residual=True)
-        if not fused_step.folds_norm(batch):
+        head_norm = fused_step.folds_norm(batch, gains_folded)
+        if not head_norm:
             step.add("final_norm", "norm", ops.rms_norm(batch, h, dtype), "add_rms_norm")
-        project(
-            "lm_head",
-            batch,
-            cfg.vocab_size,
-            h,
-            1,
-            kind="lm_head",
-            norm=fused_step.folds_norm(batch),
-        )
+        project("lm_head", batch, cfg.vocab_size, h, 1, kind="lm_head", norm=head_norm)
         return tuple(step.kernels)
 
     def add_norm(n: int):  # delta and residual read, the residual and the normed rows written

@@ -31,7 +31,7 @@ from roofbench.bench.model.index import (
 from roofbench.bench.model.measure import GRAPH_BELOW_S
 from roofbench.bench.model.points import DTYPE, PHASES, RECORDS_CSV, SUMMARY_MD, phase, slug
 from roofbench.bench.model.step_report import run_calibration, step_section
-from roofbench.kernels.llama import FUSED
+from roofbench.kernels.llama import FOLDED, FUSED
 from roofbench.theory import llm
 from roofbench.theory.analysis import (
     FIT_UPPER_FRACTION,
@@ -110,7 +110,7 @@ def _run_section(meta: dict, configs: dict[str, ModelConfig]) -> list[str]:
         )
     if meta.get("interrupted"):
         lines.append("- **The run was interrupted**: the records hold what finished before.")
-    if "fused_pdl" in meta and FUSED in meta.get("backends", ()):
+    if "fused_pdl" in meta and {FUSED, FOLDED} & set(meta.get("backends", ())):
         how = "as programmatic dependents" if meta["fused_pdl"] else "in stream order (no PDL)"
         lines.append(f"- The fused decoder's GEMVs were launched {how}.")
     if meta.get("stopped_early"):

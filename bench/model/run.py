@@ -2,7 +2,8 @@
 
 The decoder is `kernels.llama.Llama` (random bf16 weights) on each backend: a preset ("triton":
 this project's kernels; "torch": F.linear and SDPA; "fused": ours with the element-wise work
-fused; "compile": torch's compiled by torch.compile, `kernels.llama_compiled`, side by side with
+fused; "fused-folded": "fused" with the norms' gains folded into copies of the weights;
+"compile": torch's compiled by torch.compile, `kernels.llama_compiled`, side by side with
 `--impls torch,compile,triton`) or per-op choices of registered
 implementations (`decode_attention=mine,gemm=triton`). Every measurement is one `Record` in
 `model_records.csv`, written as soon as it is made, with its prediction from `theory.llm` on the
@@ -70,14 +71,21 @@ from roofbench.bench.model.points import (
 )
 from roofbench.bench.model.step_report import ALL_POINTS_KEY, record_step_plans
 from roofbench.kernels._util import has_pdl
-from roofbench.kernels.llama import COMPILE, FUSED, PRESETS, backend_label, resolve_backend
+from roofbench.kernels.llama import (
+    COMPILE,
+    FOLDED,
+    FUSED,
+    PRESETS,
+    backend_label,
+    resolve_backend,
+)
 from roofbench.kernels.llama_plan import DECLARATIONS
 from roofbench.theory import llm
 from roofbench.theory.llm import ModelConfig
 from roofbench.theory.roofline import Roof
 
 BACKENDS = PRESETS  # the default
-ALL_PRESETS = (*PRESETS, FUSED, COMPILE)  # every whole-decoder backend a name stands for
+ALL_PRESETS = (*PRESETS, FUSED, FOLDED, COMPILE)  # every whole-decoder backend a name stands for
 
 
 def parse_impls(text: str) -> tuple[str | dict[str, str], ...]:

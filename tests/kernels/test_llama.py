@@ -229,12 +229,19 @@ def test_triton_backend_matches_torch_at_odd_head_dims_and_groups(head_dim, head
     [tiny(2, layers=2), tiny(4, layers=1, attention_bias=True, tie_word_embeddings=True)],
     ids=["gqa", "mha_bias_tied"],
 )
-def test_fused_backend_matches_torch(config):
+@pytest.mark.parametrize("backend", ["fused", "fused-folded"])
+def test_fused_backend_matches_torch(config, backend):
     """Under the interpreter (fp32): prefill (GEMM rows), a ragged decode step at positions 12
-    and 7, and a naive step; the fused kernels in place of torch's element-wise ones."""
+    and 7, and a naive step; the fused kernels in place of torch's element-wise ones (and on
+    "fused-folded" the norms' gains in copies of the weights, the shared ones untouched)."""
     torch_model = Llama.random(config, seed=5)
-    fused = torch_model.with_backend("fused")
+    wqkv = torch_model.weights.layers[0].wqkv.clone()
+    fused = torch_model.with_backend(backend)
     assert fused._fused and not torch_model._fused
+    assert (fused._folded is not None) == (backend == "fused-folded")
+    if fused._folded is not None:
+        assert torch.equal(torch_model.weights.layers[0].wqkv, wqkv)
+        assert not torch.equal(fused._folded.qkv[0], wqkv)
     toks = tokens(2, 13, seed=4)
     for model in (torch_model, fused):
         model.allocate_cache(2, 13)
@@ -262,8 +269,9 @@ def test_fused_cached_decode_equals_the_full_sequence(decoder_reference):
 
 
 @pytest.mark.gpu
-def test_fused_backend_decode_graph_replays_the_eager_step():
-    model = Llama.random(tiny(), backend="fused", device="cuda", seed=2)
+@pytest.mark.parametrize("backend", ["fused", "fused-folded"])
+def test_fused_backend_decode_graph_replays_the_eager_step(backend):
+    model = Llama.random(tiny(), backend=backend, device="cuda", seed=2)
     toks = tokens(2, 9).cuda()
     model.allocate_cache(2, 16)
     model.prefill(toks[:, :8])
@@ -273,7 +281,7 @@ def test_fused_backend_decode_graph_replays_the_eager_step():
     assert torch.equal(graph.step(advance=True), eager)
     assert graph.context_lens.tolist() == [9, 7]
     # The next replay reads the advanced lengths from the device: the next position.
-    model_eager = model.with_backend("fused")
+    model_eager = model.with_backend(backend)
     model_eager.cache = model.cache
     expected = model_eager.decode_step(toks[:, 8:9], graph.context_lens.clone()).clone()
     model.cache.kv[:, :, 0, :, 9] = float("nan")  # what the replay must overwrite, not read
@@ -282,12 +290,13 @@ def test_fused_backend_decode_graph_replays_the_eager_step():
 
 
 @pytest.mark.gpu
-def test_fused_backend_matches_torch_in_bf16_at_llama3_8b_width():
+@pytest.mark.parametrize("backend", ["fused", "fused-folded"])
+def test_fused_backend_matches_torch_in_bf16_at_llama3_8b_width(backend):
     from roofbench.theory.llm import MODELS
 
     config = MODELS["llama3-8b"].with_layers(2)
     reference = Llama.random(config, "torch", "cuda", torch.bfloat16, seed=3)
-    fused = reference.with_backend("fused")
+    fused = reference.with_backend(backend)
     toks = torch.randint(0, config.vocab_size, (4, 65), device="cuda")
     for model in (reference, fused):
         model.allocate_cache(4, 80)

@@ -189,11 +189,12 @@ def _run(model: Llama, phase: str, batch: int, seq: int) -> Counter:
     return counter
 
 
+FUSED_BACKENDS = ("fused", "fused-folded")
 SHAPES = [("decode", 2, 9), ("decode", 1, 20), ("prefill", 2, 9), ("prefill", 3, 7)]
 SHAPES += [("naive", 1, 11), ("decode", 17, 5)]  # 17 rows: the decode step on the GEMM
 
 
-@pytest.mark.parametrize("backend", ["torch", "triton", "fused"])
+@pytest.mark.parametrize("backend", ["torch", "triton", "fused", "fused-folded"])
 @pytest.mark.parametrize("phase,batch,seq", SHAPES)
 def test_declared_kernels_are_what_the_decoder_calls(backend, phase, batch, seq):
     config = tiny()
@@ -294,7 +295,7 @@ def _profiled_kernels(fn) -> list[str]:
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("backend", ["triton", "torch", "fused"])
+@pytest.mark.parametrize("backend", ["triton", "torch", "fused", "fused-folded"])
 @pytest.mark.parametrize(
     "phase,batch,seq",
     [
@@ -395,3 +396,18 @@ def test_recorded_plans_are_read_back_instead_of_declared_again():
     changed = step_kernels(config, "triton", "decode", 4, 512, plans={**recorded, key: other})
     used = next(k.plan for k in changed if k.plan_key == key)
     assert used != split and used.launches == 2 and used.kernels[0].splits == 8
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_folded_gains_put_every_norm_of_a_gemv_step_in_an_epilogue(batch):
+    """ "fused-folded" launches "fused"'s kernels but for the norms: at one row both fold them
+    into the projections; at 2..16 rows "fused" runs each layer's two and the final one as
+    kernels of their own, "fused-folded" none."""
+    config = MODELS["llama3-8b"].with_layers(4)
+    fused, folded = (step_kernels(config, b, "decode", batch, 512) for b in FUSED_BACKENDS)
+    norms = {k.name: k.count for k in fused if k.kind == "norm"}
+    assert not [k for k in folded if k.kind == "norm"]
+    assert sum(norms.values()) == (0 if batch == 1 else 2 * config.num_layers + 1)
+    assert [k.name for k in folded] == [k.name for k in fused if k.kind != "norm"]
+    assert all(k.work.cost.flops > 2 * k.work.m * k.work.n * k.work.k
+               for k in folded if k.name in ("qkv", "gate_up", "lm_head"))  # fmt: skip
