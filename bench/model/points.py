@@ -26,6 +26,7 @@ from roofbench.kernels.spec import powers_of_two
 from roofbench.theory import llm
 from roofbench.theory.analysis import MODEL_PHASES, model_phase
 from roofbench.theory.llm import ModelConfig
+from roofbench.theory.ops import dtype_bytes
 from roofbench.theory.roofline import Roof
 
 PHASES = MODEL_PHASES
@@ -169,15 +170,33 @@ def phase(config: ModelConfig, roof: Roof, op: str, batch: int, seq: int) -> llm
     return model_phase(config, roof, op, batch, seq, DTYPE)
 
 
+def folded_copy_bytes(config: ModelConfig) -> int:
+    """What the "fused-folded" backend's copies of the weights take (`kernels.fused_step.
+    FoldedGains`): the matrices a norm feeds, each layer's Q|K|V and gate|up, and the LM head."""
+    shapes = config.linear_shapes()
+    fed = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")
+    per_layer = sum(shapes[name][0] * shapes[name][1] for name in fed)
+    head = config.vocab_size * config.hidden_size
+    return (config.num_layers * per_layer + head) * dtype_bytes(DTYPE)
+
+
 def fitting_layers(
-    config: ModelConfig, memory_bytes: float, fraction: float = WEIGHT_FRACTION
+    config: ModelConfig,
+    memory_bytes: float,
+    fraction: float = WEIGHT_FRACTION,
+    folded: bool = False,
 ) -> int:
-    """The most layers (at most the model's) whose weights take <= `fraction` of the memory."""
+    """The most layers (at most the model's) whose weights take <= `fraction` of the memory,
+    with `folded` the "fused-folded" backend's copies of them too (`folded_copy_bytes`)."""
+
+    def held(c: ModelConfig) -> float:
+        return c.weights_bytes(DTYPE) + (folded_copy_bytes(c) if folded else 0)
+
     budget = fraction * memory_bytes
-    if config.weights_bytes(DTYPE) <= budget:
+    if held(config) <= budget:
         return config.num_layers
-    one = config.with_layers(1).weights_bytes(DTYPE)
-    per_layer = config.with_layers(2).weights_bytes(DTYPE) - one
+    one = held(config.with_layers(1))
+    per_layer = held(config.with_layers(2)) - one
     rest = one - per_layer
     return max(1, min(config.num_layers, int((budget - rest) // per_layer)))
 

@@ -65,6 +65,7 @@ from roofbench.bench.model.points import (
     Task,
     base_record,
     fitting_layers,
+    folded_copy_bytes,
     run_tasks,
     slug,
     sweep_points,
@@ -170,7 +171,8 @@ def run_model(
     # The name the device reports, as the kernel sweep records it; the table's name without one.
     gpu_name = torch.cuda.get_device_name() if cuda else f"predicted for {gpu.name}"
     auto = layers is None
-    layers = min(layers or fitting_layers(full, memory_bytes), full.num_layers)
+    folded = FOLDED in backends  # its copies of the weights are held beside them
+    layers = min(layers or fitting_layers(full, memory_bytes, folded=folded), full.num_layers)
     config = full if layers == full.num_layers else full.with_layers(layers)
     variants = _variants(config)
     points = sweep_points(SWEEPS[sweep], mha="mha" in variants)
@@ -200,7 +202,7 @@ def run_model(
         "layers": layers,
         "full_layers": full.num_layers,
         "depth_reduced": layers < full.num_layers,
-        "depth_reason": _depth_reason(full, layers, auto, memory_bytes),
+        "depth_reason": _depth_reason(full, layers, auto, memory_bytes, folded),
         "sweep": sweep,
         "sweep_spec": dataclasses.asdict(SWEEPS[sweep]),
         "backends": list(backends),
@@ -255,11 +257,15 @@ def _finish(folder: Path, meta: dict, began: float, console) -> None:
     console.print(f"wrote {folder}")
 
 
-def _depth_reason(full: ModelConfig, layers: int, auto: bool, memory_bytes: float) -> str:
+def _depth_reason(
+    full: ModelConfig, layers: int, auto: bool, memory_bytes: float, folded: bool = False
+) -> str:
     if layers >= full.num_layers:
         return ""
+    held = full.weights_bytes(DTYPE) + (folded_copy_bytes(full) if folded else 0)
+    what = "and fused-folded's copies of them " if folded else ""
     why = (
-        f"the weights of all {full.num_layers} layers ({full.weights_bytes(DTYPE) / 1e9:.0f} GB) "
+        f"the weights of all {full.num_layers} layers {what}({held / 1e9:.0f} GB) "
         f"exceed {WEIGHT_FRACTION:.0%} of the {memory_bytes / 1e9:.0f} GB free for them"
         if auto
         else "as asked"

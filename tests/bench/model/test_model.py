@@ -77,6 +77,22 @@ def test_case_ids_name_model_phase_and_shape():
     assert pts.slug("meta-llama/Llama 3") == "meta-llama-Llama-3"
 
 
+def test_fused_folded_copies_are_counted_by_the_fit_rule():
+    """Its copies (QKV, gate|up, LM head) are about 2/3 of Llama 3's weights again, so fewer
+    layers fit beside them."""
+    big = MODELS["llama3-70b"]
+    share = pts.folded_copy_bytes(big) / big.weights_bytes("bf16")
+    assert 0.6 < share < 0.75
+    assert pts.fitting_layers(LLAMA_8B, 80e9, folded=True) == 32  # 16 + 10 GB under 40
+    plain, folded = (pts.fitting_layers(big, 141e9, folded=f) for f in (False, True))
+    assert folded < plain < big.num_layers
+    assert (
+        big.with_layers(folded).weights_bytes("bf16")
+        + pts.folded_copy_bytes(big.with_layers(folded))
+        <= 0.5 * 141e9
+    )
+
+
 def test_fitting_layers_keeps_the_weights_under_half_the_memory():
     assert pts.fitting_layers(LLAMA_8B, 80e9) == 32
     big = MODELS["llama3-70b"]
