@@ -70,12 +70,13 @@ def _gemv_layers(model, x, attend):
         return fn(*args, **kwargs, pdl=True)
 
     def normed(gain, weight, folded_weight):
-        """The GEMV's input, weight and epilogue for a norm of the stream with `gain`."""
+        """The GEMV's input, weight and epilogue for a norm of the stream with `gain` (the
+        decision `kernels.llama_plan` declares: `folds_norm`)."""
+        if not folds_norm(x.shape[0], folded is not None):
+            return model._fused["add_rms_norm"](None, x, gain, eps)[0], weight, {}
         if folded is not None:
             return x, folded_weight, {"rms": True, "eps": eps}
-        if folds_norm(x.shape[0]):
-            return x, weight, {"norm": gain, "eps": eps}
-        return model._fused["add_rms_norm"](None, x, gain, eps)[0], weight, {}
+        return x, weight, {"norm": gain, "eps": eps}
 
     for i, layer in enumerate(w.layers):
         qkv_w, gate_up_w = (None, None) if folded is None else (folded.qkv[i], folded.gate_up[i])
@@ -91,14 +92,14 @@ def _gemv_layers(model, x, attend):
 def _gemv_logits(model, last):
     """The LM head with the final norm (in its epilogue at one row, `folds_norm`), over the
     last token rows of each sequence (a strided view of the stream in a prefill)."""
-    w, eps = model.weights, model.config.rms_norm_eps
-    if model._folded is not None:
-        head = model._folded.lm_head
-        return model._fused["gemv_epilogue"](last, head, rms=True, eps=eps, pdl=True)
-    if not folds_norm(last.shape[0]):
+    w, eps, folded = model.weights, model.config.rms_norm_eps, model._folded
+    head = model._fused["gemv_epilogue"]
+    if not folds_norm(last.shape[0], folded is not None):
         last = model._fused["add_rms_norm"](None, last, w.norm, eps)[0]
-        return model._fused["gemv_epilogue"](last, w.lm_head, pdl=True)
-    return model._fused["gemv_epilogue"](last, w.lm_head, norm=w.norm, eps=eps, pdl=True)
+        return head(last, w.lm_head, pdl=True)
+    if folded is not None:
+        return head(last, folded.lm_head, rms=True, eps=eps, pdl=True)
+    return head(last, w.lm_head, norm=w.norm, eps=eps, pdl=True)
 
 
 def _layers(model, x, batch: int, attend):

@@ -135,6 +135,15 @@ class ModelConfig:
         """Memory the weights occupy."""
         return self.params * dtype_bytes(dtype)
 
+    def norm_fed_params(self) -> int:
+        """Parameters of the matrices an RMSNorm feeds: each layer's Q, K, V, gate and up
+        projections, and the LM head [vocab, hidden] (what a copy with the norms' gains folded
+        into it holds)."""
+        shapes = self.linear_shapes()
+        fed = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")
+        per_layer = sum(shapes[name][0] * shapes[name][1] for name in fed)
+        return self.num_layers * per_layer + self.embedding_params
+
     def weights_read_bytes(self, dtype: str = "bf16") -> int:
         """Weights one forward pass must read: every layer, the final norm and the LM head matrix.
 

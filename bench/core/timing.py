@@ -65,16 +65,23 @@ FLUSH_L2S = 2
 # --- CUDA timers -------------------------------------------------------------------------------
 
 
+def _flush_size(device: Any, factor: int) -> tuple[Any, int]:
+    """(the device, `factor` x its L2 size in bytes): what a flush must touch to evict L2."""
+    import torch
+
+    dev = torch.device("cuda", torch.cuda.current_device()) if device is None else device
+    l2_bytes = torch.cuda.get_device_properties(dev).L2_cache_size
+    # A device that reports no L2 still gets a flush larger than any L2 shipped so far.
+    return dev, factor * l2_bytes if l2_bytes > 0 else 256 * 2**20
+
+
 class L2Flush:
     """Writes a buffer of `factor` x the device's L2 size, evicting whatever a call left there."""
 
     def __init__(self, device: Any = None, factor: int = FLUSH_L2S):
         import torch
 
-        dev = torch.device("cuda", torch.cuda.current_device()) if device is None else device
-        l2_bytes = torch.cuda.get_device_properties(dev).L2_cache_size
-        # A device that reports no L2 still gets a flush larger than any L2 shipped so far.
-        self.nbytes = factor * l2_bytes if l2_bytes > 0 else 256 * 2**20
+        dev, self.nbytes = _flush_size(device, factor)
         self.buffer = torch.empty(self.nbytes, dtype=torch.uint8, device=dev)
 
     def __call__(self) -> None:
@@ -89,9 +96,7 @@ class ReadFlush:
     def __init__(self, device: Any = None, factor: int = FLUSH_L2S):
         import torch
 
-        dev = torch.device("cuda", torch.cuda.current_device()) if device is None else device
-        l2_bytes = torch.cuda.get_device_properties(dev).L2_cache_size
-        nbytes = factor * l2_bytes if l2_bytes > 0 else 256 * 2**20
+        dev, nbytes = _flush_size(device, factor)
         self.buffer = torch.rand(nbytes // 4, dtype=torch.float32, device=dev)
         self.total = torch.empty((), dtype=torch.float32, device=dev)
 

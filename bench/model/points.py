@@ -170,14 +170,11 @@ def phase(config: ModelConfig, roof: Roof, op: str, batch: int, seq: int) -> llm
     return model_phase(config, roof, op, batch, seq, DTYPE)
 
 
-def folded_copy_bytes(config: ModelConfig) -> int:
-    """What the "fused-folded" backend's copies of the weights take (`kernels.fused_step.
-    FoldedGains`): the matrices a norm feeds, each layer's Q|K|V and gate|up, and the LM head."""
-    shapes = config.linear_shapes()
-    fed = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")
-    per_layer = sum(shapes[name][0] * shapes[name][1] for name in fed)
-    head = config.vocab_size * config.hidden_size
-    return (config.num_layers * per_layer + head) * dtype_bytes(DTYPE)
+def held_weight_bytes(config: ModelConfig, folded: bool = False) -> int:
+    """What a model run holds of the weights: the weights, and with `folded` the "fused-folded"
+    backend's copies of the matrices a norm feeds (`kernels.fused_step.FoldedGains`)."""
+    copies = config.norm_fed_params() * dtype_bytes(DTYPE) if folded else 0
+    return config.weights_bytes(DTYPE) + copies
 
 
 def fitting_layers(
@@ -187,10 +184,10 @@ def fitting_layers(
     folded: bool = False,
 ) -> int:
     """The most layers (at most the model's) whose weights take <= `fraction` of the memory,
-    with `folded` the "fused-folded" backend's copies of them too (`folded_copy_bytes`)."""
+    with `folded` the "fused-folded" backend's copies of them too (`held_weight_bytes`)."""
 
     def held(c: ModelConfig) -> float:
-        return c.weights_bytes(DTYPE) + (folded_copy_bytes(c) if folded else 0)
+        return held_weight_bytes(c, folded)
 
     budget = fraction * memory_bytes
     if held(config) <= budget:

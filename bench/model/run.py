@@ -65,7 +65,7 @@ from roofbench.bench.model.points import (
     Task,
     base_record,
     fitting_layers,
-    folded_copy_bytes,
+    held_weight_bytes,
     run_tasks,
     slug,
     sweep_points,
@@ -262,7 +262,7 @@ def _depth_reason(
 ) -> str:
     if layers >= full.num_layers:
         return ""
-    held = full.weights_bytes(DTYPE) + (folded_copy_bytes(full) if folded else 0)
+    held = held_weight_bytes(full, folded)
     what = "and fused-folded's copies of them " if folded else ""
     why = (
         f"the weights of all {full.num_layers} layers {what}({held / 1e9:.0f} GB) "

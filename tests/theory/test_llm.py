@@ -226,6 +226,11 @@ def test_reducing_depth_scales_layer_costs_only():
     assert per_layer == full.layer_params()
 
 
+def test_the_matrices_a_norm_feeds_are_qkv_gate_up_and_the_lm_head():
+    model = MODELS["llama3-8b"]  # by hand: (6144 + 2 * 14336) * 4096 a layer, 128256 * 4096
+    assert model.norm_fed_params() == 32 * (6144 + 28672) * 4096 + 128256 * 4096
+
+
 def test_the_decode_floor_is_the_steps_bytes_at_the_read_roof():
     model = MODELS["llama3-8b"]
     floor = decode_floor_s(model, 512, 1, 4.0e12)

@@ -81,16 +81,13 @@ def test_fused_folded_copies_are_counted_by_the_fit_rule():
     """Its copies (QKV, gate|up, LM head) are about 2/3 of Llama 3's weights again, so fewer
     layers fit beside them."""
     big = MODELS["llama3-70b"]
-    share = pts.folded_copy_bytes(big) / big.weights_bytes("bf16")
+    share = pts.held_weight_bytes(big, folded=True) / pts.held_weight_bytes(big) - 1
     assert 0.6 < share < 0.75
     assert pts.fitting_layers(LLAMA_8B, 80e9, folded=True) == 32  # 16 + 10 GB under 40
     plain, folded = (pts.fitting_layers(big, 141e9, folded=f) for f in (False, True))
     assert folded < plain < big.num_layers
-    assert (
-        big.with_layers(folded).weights_bytes("bf16")
-        + pts.folded_copy_bytes(big.with_layers(folded))
-        <= 0.5 * 141e9
-    )
+    assert pts.held_weight_bytes(big.with_layers(folded), folded=True) <= 0.5 * 141e9
+    assert pts.held_weight_bytes(big.with_layers(folded + 1), folded=True) > 0.5 * 141e9
 
 
 def test_fitting_layers_keeps_the_weights_under_half_the_memory():
