@@ -27,8 +27,9 @@ def plan(m: int, n: int, k: int, element_size: int, sms: int) -> dict:
       per SM). (Timed one call at a time after a flush, 4-row tiles had been up to 10% faster
       than 8-row ones at 4096 <-> 14336.) Where 8-row tiles would leave an SM fewer than two
       programs (N = 1024: 128 programs) 4-row tiles stay: 8 rows measured 6.99 us there against
-      6.37 us for 4 (the quick sweep against its baseline). A plain read kernel runs 5-20%
-      faster streaming each row whole than in these tiles' 1 KiB pieces of 8 rows, but a GEMV
+      6.37 us for 4 (the quick sweep against its baseline). A read-only kernel ran 2-23%
+      faster reading each program's rows whole than in these tiles' 1 KiB pieces of 8 rows
+      (32 MB to 1 GB), but a GEMV
       program streaming its 8 rows one after another (8 KiB steps, a sum reduced per row) ran
       1.2-1.3x the tiles' time at 4096-128256 x 4096 (1.4x with 16 rows, 1.1x with 4).
     - M = 2..16: 32-row tiles; with >= 3 programs per SM (N = 14336) a K step of 128 elements
