@@ -34,6 +34,7 @@ from ._util import (
     output,
 )
 from .gemv_epilogue import _project, _sum_splits_kernel, silu_x_up, sum_splits
+from .gemv_pack import PackedWeight
 from .gemv_plan import SUM_BLOCK, TOKENS_PER_DOT, Geometry, geometry, launch_plan, plan
 
 __all__ = [
@@ -143,6 +144,8 @@ def _gemv_kernel(
     PARTIAL: tl.constexpr,
     PDL: tl.constexpr,
     GAIN: tl.constexpr,
+    PACK_N: tl.constexpr,
+    PACK_K: tl.constexpr,
 ):
     if PDL:  # the next kernel may launch now: its programs wait for this one's results
         gdc_launch_dependents()
@@ -165,7 +168,14 @@ def _gemv_kernel(
     valid = cols < n_out
     offs_k = tl.arange(0, BLOCK_K)
     k_lo = pid_s * K_SPLIT
-    w_ptrs = w_ptr + rows.to(tl.int64)[:, None] * stride_wn + (k_lo + offs_k)[None, :]
+    if PACK_N == 0:  # nn.Linear's [N, K]
+        w_ptrs = w_ptr + rows.to(tl.int64)[:, None] * stride_wn + (k_lo + offs_k)[None, :]
+    else:
+        # Packed (`kernels.gemv_pack`): [PACK_N, PACK_K] tiles contiguous, a tile row's K tiles
+        # one after another (stride_wn apart), the rows already in this kernel's order; a K
+        # step of BLOCK_K (dividing PACK_K) reads part of one tile per row.
+        slots = pid_n * BLOCK_N + tile
+        w_rows = w_ptr + (slots // PACK_N).to(tl.int64) * stride_wn + (slots % PACK_N) * PACK_K
     g_ptrs = g_ptr + k_lo + offs_k
     if BLOCK_M == 1:
         x_ptrs = x_ptr + pid_m.to(tl.int64) * stride_xm + k_lo + offs_k
@@ -183,11 +193,18 @@ def _gemv_kernel(
         # the Llama 3 8B fused step's time at batch 1, 4 and 16 on an H200: not taken.)
         gdc_wait()
     for k in range(0, K_SPLIT, BLOCK_K):
-        w = _w_tile(w_ptrs, k_lo + k, offs_k, K, EVEN_K)
+        if PACK_N > 0:
+            kk = k_lo + k
+            cols_k = (kk // PACK_K) * (PACK_N * PACK_K) + kk % PACK_K + offs_k
+            cols_k = tl.max_contiguous(tl.multiple_of(cols_k, BLOCK_K), BLOCK_K)
+            w_ptrs = w_rows[:, None] + cols_k[None, :]
+        # packed tiles are zero past K: no mask
+        w = _w_tile(w_ptrs, k_lo + k, offs_k, K, EVEN_K or PACK_N > 0)
         acc, sq = _step(
             acc, sq, w, x_ptrs, g_ptrs, m_ok, k_lo + k, offs_k, K, BLOCK_M, EVEN_K, NORM, GAIN
         )
-        w_ptrs += BLOCK_K
+        if PACK_N == 0:
+            w_ptrs += BLOCK_K
         x_ptrs += BLOCK_K
         g_ptrs += BLOCK_K
     if BLOCK_M == 1:
@@ -234,7 +251,7 @@ def _vector(t: torch.Tensor | None, size: int, what: str, dtype) -> None:
 
 def gemv(
     x: torch.Tensor,
-    w: torch.Tensor,
+    w: torch.Tensor | PackedWeight,
     out: torch.Tensor | None = None,
     config: dict | None = None,
     *,
@@ -247,6 +264,9 @@ def gemv(
     pdl: bool = False,
 ) -> torch.Tensor:
     """y = x @ W^T with x [M, K] (M small), W [N, K]; fp32 accumulation, y [M, N] in x's dtype.
+
+    `w` may be packed (`kernels.gemv_pack.pack`, with the same `glu`): its tiles are then read
+    as contiguous blocks, the K step fixed by the packing.
 
     `out`: optional contiguous [M, N] result buffer. `config`: optional overrides of `plan`'s
     launch parameters (BLOCK_N, BLOCK_K, SPLIT_K, num_warps, num_stages), for tuning and tests.
@@ -268,15 +288,18 @@ def gemv(
     results only before reading x, so consecutive kernels of a decode step overlap their launch
     and ramp (the weights are constant: only reading x and storing wait).
     """
-    if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[1]:
-        raise ValueError(
-            f"expected x [M, K] and w [N, K], got {tuple(x.shape)} and {tuple(w.shape)}"
-        )
+    packed = w if isinstance(w, PackedWeight) else None
+    if packed is not None:
+        if glu != packed.glu:
+            raise ValueError(f"w was packed with glu={packed.glu}, called with glu={glu}")
+        w = packed.data
+    n, k_w = packed.shape if packed is not None else (w.shape[0], w.shape[-1])
+    if x.ndim != 2 or (packed is None and w.ndim != 2) or x.shape[1] != k_w:
+        raise ValueError(f"expected x [M, K] and w [N, K], got {tuple(x.shape)} and {(n, k_w)}")
     dtype = check_float(x, w)
-    if x.stride(1) != 1 or w.stride(1) != 1:
+    if x.stride(1) != 1 or w.stride(-1) != 1:
         raise ValueError("x and w must be contiguous along K")
     m, k = x.shape
-    n = w.shape[0]
     if glu and n % 2:
         raise ValueError(f"glu takes gate|up rows, an even number, got N={n}")
     n_out = n // 2 if glu else n
@@ -296,7 +319,7 @@ def gemv(
     if k == 0:
         return y.zero_()
 
-    g = geometry(m, n, k, x.element_size(), num_sms(x.device), config, glu)
+    g = geometry(m, n, k, x.element_size(), num_sms(x.device), config, glu, packed)
     p, split_k = g.params, g.split_k
     pdl = pdl and has_pdl(x.device)
     flags = {
@@ -327,7 +350,7 @@ def gemv(
         n,
         k,
         x.stride(0),
-        w.stride(0),
+        packed.row_tile_stride if packed is not None else w.stride(0),
         stride_s,
         stride_d,
         stride_rm,
@@ -341,6 +364,8 @@ def gemv(
         num_warps=p["num_warps"],
         num_stages=p["num_stages"],
         GAIN=norm is not None,
+        PACK_N=packed.pack_n if packed is not None else 0,
+        PACK_K=packed.pack_k if packed is not None else 0,
         **({"launch_pdl": True} if pdl else {}),
         **flags,
     )

@@ -16,40 +16,48 @@ TOKENS_PER_DOT = 16  # tl.dot needs at least 16 rows; 2..16 tokens are padded to
 SUM_BLOCK = 1024  # elements per program of the split-K sum
 
 
-def plan(m: int, n: int, k: int, element_size: int, sms: int) -> dict:
-    """Launch parameters for an [m, k] x [n, k]^T product.
+def plan(m: int, n: int, k: int, element_size: int, sms: int, packed: bool = False) -> dict:
+    """Launch parameters for an [m, k] x [n, k]^T product (`packed`: W in
+    `kernels.gemv_pack`'s layout).
 
-    Measured on an H200 (4096 <-> 14336, bf16, graph replay):
-    - M = 1: tiles of 8 rows x 512 elements (4 warps, 3 stages). Timed as a decode step runs
-      them (back to back in a CUDA graph over weight copies of > 2 L2s), they were within 4.8%
-      of the fastest of 72 tilings at each of 4096x4096, 6144x4096, 28672x4096, 4096x14336 and
+    Measured on an H200 (4096 <-> 14336, bf16, graph replay, back to back over weight copies of
+    > 2 L2s, as a decode step runs them):
+    - M = 1: tiles of 8 rows x 512 elements (4 warps, 3 stages) were within 4.8% of the
+      fastest of 72 tilings at each of 4096x4096, 6144x4096, 28672x4096, 4096x14336 and
       128256x4096; 4-row tiles were within 6% but at 6144x4096 16% slower (1536 programs, 11.6
-      per SM). (Timed one call at a time after a flush, 4-row tiles had been up to 10% faster
-      than 8-row ones at 4096 <-> 14336.) Where 8-row tiles would leave an SM fewer than two
-      programs (N = 1024: 128 programs) 4-row tiles stay: 8 rows measured 6.99 us there against
-      6.37 us for 4 (the quick sweep against its baseline). A read-only kernel ran 2-23%
-      faster reading each program's rows whole than in these tiles' 1 KiB pieces of 8 rows
-      (32 MB to 1 GB), but a GEMV
-      program streaming its 8 rows one after another (8 KiB steps, a sum reduced per row) ran
-      1.2-1.3x the tiles' time at 4096-128256 x 4096 (1.4x with 16 rows, 1.1x with 4).
-    - M = 2..16: 32-row tiles; with >= 3 programs per SM (N = 14336) a K step of 128 elements
-      was best (0.97-1.06x), with ~2 per SM (N = 8192) 256 (0.97-0.99x; 512 gave 0.92-0.94x),
-      with ~1 program per SM (N = 4096) only 512-element steps kept enough bytes in flight
-      (1.02-1.14x; 128 gave 0.6-0.76x).
+      per SM). Where 8-row tiles would leave an SM fewer than two programs (N = 1024: 128
+      programs) 4-row tiles stay: 8 rows measured 6.99 us there against 6.37 us for 4. A
+      read-only kernel ran 2-23% faster reading each program's rows whole than in these tiles'
+      1 KiB pieces of 8 rows (32 MB to 1 GB), but a GEMV program streaming its 8 rows one after
+      another (8 KiB steps, a sum reduced per row) ran 1.2-1.3x the tiles' time at
+      4096-128256 x 4096 (1.4x with 16 rows, 1.1x with 4).
+    - M = 1 on packed weights (4-row tiles of 512): 4-row programs where they all fit in one
+      round of 8 per SM (N = 4096: 1024 programs; 10.3 us at 4096x4096 against 11.5 for 8
+      rows and 11.9 unpacked), else 8 rows (6144x4096: 13.6 us against 15.8 for 4 rows and
+      14.1 unpacked; 28672x4096: 56.7 against 57.7 and 58.2).
+    - M = 2..16 (tl.dot): 64-row tiles where they still give half the SMs a program (K steps
+      of 256), else 32 rows (K steps of 512); 4 stages where the grid is one program per SM or
+      fewer (each program brings all the bytes in flight its SM has), else 3. Against the
+      earlier 32-row, 3-stage tiles: 4096x4096 11.2-11.4 us against 13.9-14.3, 4096x14336 31.0
+      against 34.5-35.7, 6144x4096 16.2-16.5 against 17.8-18.0, 28672x4096 58.5-59.3 against
+      62.5-63.8 (each within 3% of the fastest of 54 tilings, 4 and 16 rows).
     - Split-K cost 2-3 us for its second pass and lost wherever the grid already had one program
       per SM, so K is split only when the grid would leave half the SMs idle, and each split keeps
       >= 4 K steps.
     """
     vec = 16 // element_size  # elements per 16-byte load
+    stages = 3
     if m == 1:
-        # 8-row tiles while they still give every SM two programs; below, 4 rows (at N = 1024,
-        # 128 programs of 8 rows ran 1.10x the 256 of 4 rows).
-        block_n = 8 if triton.cdiv(n, 8) >= 2 * sms else 4
         block_k = 64 * vec
+        if packed:
+            block_n = 4 if triton.cdiv(n, 4) <= 8 * sms else 8
+        else:  # 8-row tiles while they still give every SM two programs
+            block_n = 8 if triton.cdiv(n, 8) >= 2 * sms else 4
     else:
-        block_n = 32
-        per_sm = triton.cdiv(n, block_n) / sms
-        block_k = (16 if per_sm >= 3 else 32 if per_sm >= 1.5 else 64) * vec
+        wide = triton.cdiv(n, 64) >= sms / 2
+        block_n, block_k = (64, 32 * vec) if wide else (32, 64 * vec)
+        if triton.cdiv(n, block_n) <= sms:
+            stages = 4
     programs = triton.cdiv(n, block_n) * triton.cdiv(m, TOKENS_PER_DOT)
     steps = triton.cdiv(k, block_k)
     split_k = 1
@@ -60,7 +68,7 @@ def plan(m: int, n: int, k: int, element_size: int, sms: int) -> dict:
         "BLOCK_K": block_k,
         "SPLIT_K": split_k,
         "num_warps": 4,
-        "num_stages": 3,
+        "num_stages": stages,
     }
 
 
@@ -78,14 +86,21 @@ class Geometry:
 
 
 def geometry(
-    m: int, n: int, k: int, element_size: int, sms: int, config=None, glu: bool = False
+    m: int, n: int, k: int, element_size: int, sms: int, config=None, glu: bool = False, packed=None
 ) -> Geometry:
     """`plan`'s parameters (with `config`'s overrides) turned into tiles, splits and the grid.
-    With `glu` a program's BLOCK_N weight rows are BLOCK_N / 2 gate|up pairs."""
-    p = plan(m, n, k, element_size, sms)
+    With `glu` a program's BLOCK_N weight rows are BLOCK_N / 2 gate|up pairs. `packed`: the
+    `kernels.gemv_pack.PackedWeight` (or its pack_k) the kernel reads, whose K tiles the K step
+    must divide (it is cut to pack_k where the plan's is longer)."""
+    p = plan(m, n, k, element_size, sms, packed is not None)
     if is_interpreter():  # small tiles: the interpreter's cost grows with the tile, not the grid
         p.update(BLOCK_N=16, BLOCK_K=32, num_stages=1)
     p.update(config or {})
+    pack_k = getattr(packed, "pack_k", packed)
+    if pack_k:
+        p["BLOCK_K"] = min(p["BLOCK_K"], pack_k)
+        if pack_k % p["BLOCK_K"]:
+            raise ValueError(f"a K step of {p['BLOCK_K']} does not divide the packing's {pack_k}")
     block_m = 1 if m == 1 else TOKENS_PER_DOT
     block_n = p["BLOCK_N"] if m == 1 else max(p["BLOCK_N"], 16)  # tl.dot's minimum
     block_k = p["BLOCK_K"] if m == 1 else max(p["BLOCK_K"], 16)
@@ -97,16 +112,17 @@ def geometry(
 
 
 def launch_plan(
-    m: int, n: int, k: int, element_size: int, sms: int, glu: bool = False
+    m: int, n: int, k: int, element_size: int, sms: int, glu: bool = False, pack_k: int = 0
 ) -> LaunchPlan:
     """The kernels `gemv` launches for [m, k] x [n, k]^T: the GEMV kernel, and with split-K the
     pass that sums the fp32 partials (split_k * m * n * 4 bytes written, then read) and runs the
-    epilogue. The bytes a GEMV program keeps in flight, as Triton compiles it for sm_90 (checked
+    epilogue; `pack_k`: W packed in K tiles of pack_k (`kernels.gemv_pack`), 0 unpacked. The
+    bytes a GEMV program keeps in flight, as Triton compiles it for sm_90 (checked
     against the compiled kernel by tests/kernels/test_inflight.py): one row loads its tiles into
     registers, one K step at a time, (BLOCK_N + 1) * BLOCK_K * element_size; the tl.dot path
     copies them asynchronously into a ring of num_stages - 1 shared-memory buffers,
     (BLOCK_N + BLOCK_M) * BLOCK_K * element_size * (num_stages - 1)."""
-    g = geometry(m, n, k, element_size, sms, glu=glu)
+    g = geometry(m, n, k, element_size, sms, glu=glu, packed=pack_k or None)
     tile = (g.block_m, g.block_n, g.block_k)
     steps = 1 if g.block_m == 1 else max(1, g.params["num_stages"] - 1)
     inflight = float((g.block_n + g.block_m) * g.block_k * element_size * steps)

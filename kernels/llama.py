@@ -24,8 +24,9 @@ decode attention the lengths as an int32 device tensor, so that a step can be gr
 (`kernels.fused`, `kernels.fused_step`): on the GEMV the norms, biases, SiLU x up and residual
 adds in the projections' epilogues, on the GEMM each residual add with the RMSNorm after it; the
 rotary of Q and K with the cache writes. "fused-folded" is "fused" with the norms' gains folded
-into copies of the weights (`kernels.fused_step.FoldedGains`); "compile" is "torch" with its
-phases compiled by torch.compile (`kernels.llama_compiled`).
+into copies of the weights and every GEMV weight packed in its tiles (`kernels.gemv_pack`,
+`kernels.fused_step.FoldedGains`), as engines prepare weights once at load time; "compile" is
+"torch" with its phases compiled by torch.compile (`kernels.llama_compiled`).
 
 Rotary embeddings use the config's rope_theta (Llama 3's 500000 by default) and rotate-half
 pairing (dimension i with i + D/2, the Hugging Face layout), RMSNorm its rms_norm_eps; long-context

@@ -42,6 +42,7 @@ torch decode attention gets the lengths as a device tensor and builds a key mask
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping, Sequence
 
 from roofbench.theory import ops
@@ -54,6 +55,7 @@ from . import catalog, fused_step, gemv
 from ._util import default_device, num_sms
 from .attention import attention_reference
 from .decode_attention import decode_attention_reference
+from .gemv_pack import PACK_BYTES
 from .llama import COMPILE, FOLDED, FUSED, GEMV_MAX_M, resolve_backend
 from .registry import Impl
 
@@ -61,7 +63,8 @@ PHASES = ("prefill", "decode", "naive")
 # The version of each backend's declared kernels, bumped when the decoder's code launches other
 # kernels (a model run records these; a run of an older version is not predicted from today's).
 # fused 2: the projections' epilogues on the GEMV (norms, bias, SiLU x up, residual adds).
-DECLARATIONS = {"torch": 1, "triton": 1, "fused": 2, "fused-folded": 1}
+# fused-folded 2: its GEMVs on packed weights (`kernels.gemv_pack`).
+DECLARATIONS = {"torch": 1, "triton": 1, "fused": 2, "fused-folded": 2}
 INDEX_BYTES = 8  # token ids and positions: int64
 LENGTH_BYTES = 4  # context lengths: int32
 MASK_BYTES = 1  # a boolean key mask
@@ -160,19 +163,23 @@ class _Step:
                 count,
             )
 
-    def gemv_epilogue(self, name: str, rows: int, n: int, k: int, count: int, kind=None, **epi):
+    def gemv_epilogue(
+        self, name: str, rows: int, n: int, k: int, count: int, kind=None, pack_k=0, **epi
+    ):
         """The fused backend's projection: `kernels.gemv.gemv` with its epilogue (`epi`: norm,
         bias, glu, residual as `theory.ops.gemv_epilogue` takes them), one kernel (two with
-        split-K), its plan the GEMV's own."""
+        split-K), its plan the GEMV's own (`pack_k`: on weights packed in K tiles of pack_k,
+        `kernels.gemv_pack`; 0 unpacked)."""
         cost = ops.gemv_epilogue(n, k, rows, self.dtype, **epi)
-        flags = "".join(f"+{f}" for f, on in epi.items() if on)
+        flags = "".join(f"+{f}" for f, on in epi.items() if on) + ("+packed" if pack_k else "")
         key = plan_key(FUSED, f"gemv/m{rows}_n{n}_k{k}/{self.dtype}{flags}")
         text = self.plans.get(key)
         if text:
             plan = LaunchPlan.parse(text)
         else:
             sms = num_sms(default_device())
-            plan = gemv.launch_plan(rows, n, k, self.size, sms, glu=epi.get("glu", False))
+            glu = epi.get("glu", False)
+            plan = gemv.launch_plan(rows, n, k, self.size, sms, glu=glu, pack_k=pack_k)
         work = Work(cost, "matmul", m=rows, n=n, k=k)
         kernel = StepKernel(
             name, kind or "projection", work, plan, count, "gemv_epilogue", plan_key=key
@@ -364,7 +371,8 @@ def _fused_kernels(
     rope = ops.elementwise(qkv_bytes + table + index, qkv_bytes)
 
     if fused_step.on_gemv(rows):
-        project = step.gemv_epilogue
+        # fused-folded's weights are packed (`kernels.fused_step.fold_gains`)
+        project = functools.partial(step.gemv_epilogue, pack_k=PACK_BYTES // e * gains_folded)
         folded = fused_step.folds_norm(rows, gains_folded)
         if not folded:  # the two norms of each layer as kernels of their own
             step.add("norm", "norm", ops.rms_norm(rows, h, dtype), "add_rms_norm", 2 * layers)

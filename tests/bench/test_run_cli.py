@@ -1,6 +1,7 @@
 """`roofbench run`, `compare` and `report`, and `pytest bench`, through subprocesses on a CPU."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -134,6 +135,9 @@ def test_pytest_bench_skips_every_benchmark_with_a_reason_without_a_gpu():
         text=True,
         timeout=300,
         cwd=ROOT,
+        # Under pytest-xdist a worker's variables would make pytest-benchmark think this run is
+        # distributed too, and refuse --benchmark-only.
+        env={k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")},
     )
     assert result.returncode == 0, result.stdout[-2000:]
     assert "benchmarks need a CUDA GPU" in result.stdout

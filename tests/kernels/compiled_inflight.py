@@ -51,21 +51,26 @@ def gemv() -> None:
 
     types = {n: "*bf16" for n in _gemv_kernel.arg_names if n.endswith("_ptr")}
     types |= {"ss_ptr": "*fp32", "eps": "fp32"}
-    plain = dict(NORM=False, BIAS=False, GLU=False, RESIDUAL=False, PDL=False, GAIN=False)
+    plain = dict(NORM=False, BIAS=False, GLU=False, RESIDUAL=False, PDL=False, GAIN=False,
+                 PACK_N=0, PACK_K=0)  # fmt: skip
     # Each shape's plan as launched; the first two again with the whole epilogue (the norm's
-    # squares, its gain, SiLU x up, the residual), which must compile on both paths too.
+    # squares, its gain, SiLU x up, the residual), which must compile on both paths too; and
+    # both paths on packed weights (`kernels.gemv_pack`: 4-row tiles of 512).
     epilogue = plain | dict(NORM=True, GAIN=True, GLU=True, RESIDUAL=True)
+    packed = plain | dict(PACK_N=4, PACK_K=512)
     launches = [(shape, plain, "gemv") for shape in GEMV_SHAPES]
     launches += [((1, 4096, 4096), epilogue, "gemv_epilogue"), ((4, 4096, 4096), epilogue,
                  "gemv_epilogue")]  # fmt: skip
+    launches += [((1, 6144, 4096), packed, "gemv_packed"), ((4, 6144, 4096), packed,
+                 "gemv_packed")]  # fmt: skip
     for (m, n, k), flags, name in launches:
-        glu = flags["GLU"]
-        g = geometry(m, n, k, 2, SMS, glu=glu)
+        glu, pack_k = flags["GLU"], flags["PACK_K"]
+        g = geometry(m, n, k, 2, SMS, glu=glu, packed=pack_k or None)
         constexprs = dict(BLOCK_M=g.block_m, BLOCK_N=g.block_n, BLOCK_K=g.block_k,
                           EVEN_K=True, PARTIAL=g.split_k > 1, **flags)  # fmt: skip
         options = {"num_warps": g.params["num_warps"], "num_stages": g.params["num_stages"]}
         kernel = _compile(_gemv_kernel, types, constexprs, options)
-        declared = launch_plan(m, n, k, 2, SMS, glu=glu).main.inflight_bytes
+        declared = launch_plan(m, n, k, 2, SMS, glu=glu, pack_k=pack_k).main.inflight_bytes
         _report(name, [m, n, k], [g.block_m, g.block_n, g.block_k], kernel, declared)
 
 

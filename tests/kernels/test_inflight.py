@@ -12,18 +12,19 @@ def test_declared_bytes_in_flight_are_what_the_compiled_kernels_keep(compile_scr
     done = compile_script(SCRIPT)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    gemv = [x for x in lines if x["kernel"] in ("gemv", "gemv_epilogue")]
+    gemv = [x for x in lines if x["kernel"] in ("gemv", "gemv_epilogue", "gemv_packed")]
     decode = [x for x in lines if x["kernel"] == "decode_split"]
-    assert len(gemv) == 7 and len(decode) == 2
+    assert len(gemv) == 9 and len(decode) == 2
     for x in gemv:
         bm, bn, bk = x["tile"]
         if bm == 1:  # loads into registers, one K step of the weight rows and x at a time
             assert not x["cp_async"], x
             assert x["declared"] == (bn + 1) * bk * 2, x
-        elif x["kernel"] == "gemv":  # asynchronous copies into the shared-memory ring: all of
-            assert x["cp_async"] and x["shared"] == x["declared"], x  # it is the tiles'
-        else:  # the ring, and beside it no more than one fp32 output tile (the epilogue's)
-            assert x["cp_async"] and 0 <= x["shared"] - x["declared"] <= bm * bn * 4, x
+        elif x["kernel"] in ("gemv", "gemv_packed"):  # asynchronous copies into the
+            assert x["cp_async"] and x["shared"] == x["declared"], x  # shared ring: the tiles'
+        else:  # the ring, and beside it no more than the epilogue's fp32 tiles: the output and
+            # the norm's x x^T
+            assert x["cp_async"] and 0 <= x["shared"] - x["declared"] <= (bn + bm) * bm * 4, x
     for x in decode:
         block_h, _, head_dim = x["tile"]
         # The K/V ring, and beside it no more than the query tile (fp32) of shared memory.

@@ -5,6 +5,7 @@ import dataclasses
 import pytest
 import torch
 
+from roofbench.kernels.gemv_pack import unpack
 from roofbench.kernels.llama import DecodeGraph, KVCache, Llama, workspace_bytes
 from roofbench.theory.llm import ModelConfig
 
@@ -233,7 +234,8 @@ def test_triton_backend_matches_torch_at_odd_head_dims_and_groups(head_dim, head
 def test_fused_backend_matches_torch(config, backend):
     """Under the interpreter (fp32): prefill (GEMM rows), a ragged decode step at positions 12
     and 7, and a naive step; the fused kernels in place of torch's element-wise ones (and on
-    "fused-folded" the norms' gains in copies of the weights, the shared ones untouched)."""
+    "fused-folded" the norms' gains in packed copies of the weights, the shared ones
+    untouched)."""
     torch_model = Llama.random(config, seed=5)
     wqkv = torch_model.weights.layers[0].wqkv.clone()
     fused = torch_model.with_backend(backend)
@@ -241,7 +243,9 @@ def test_fused_backend_matches_torch(config, backend):
     assert (fused._folded is not None) == (backend == "fused-folded")
     if fused._folded is not None:
         assert torch.equal(torch_model.weights.layers[0].wqkv, wqkv)
-        assert not torch.equal(fused._folded.qkv[0], wqkv)
+        # packed copies (`kernels.gemv_pack`): QKV's with the gain folded in, O's as it is
+        assert not torch.equal(unpack(fused._folded.qkv[0]), wqkv)
+        assert torch.equal(unpack(fused._folded.wo[0]), torch_model.weights.layers[0].wo)
     toks = tokens(2, 13, seed=4)
     for model in (torch_model, fused):
         model.allocate_cache(2, 13)
