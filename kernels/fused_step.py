@@ -33,8 +33,10 @@ def folds_norm(rows: int, gains_folded: bool = False) -> bool:
     a norm with its gain in the K loop measured 1.20-1.26x the plain GEMV's time on an H200
     (6144x4096 and 28672x4096 at 4 and 16 rows), its gain folded into the weights 1.03-1.10x;
     so unfolded, the norm is a kernel of its own there (`add_rms_norm` without a delta) and the
-    GEMV reads its output. Folded, it stays in the epilogue, though the whole step measured
-    1.03x `fused`'s at 4 and 16 rows (Llama 3 8B, context 512), against 0.96x at one row."""
+    GEMV reads its output. Folded, it stays in the epilogue: with its weights packed too
+    (`fold_gains`) the whole step measured 0.94x `fused`'s at one row, 0.98x at 4 and 0.95x at
+    16 (Llama 3 8B, context 512; 1.03x at 4 and 16 before the packing and the tensor-core
+    path's 4-stage plan)."""
     return gains_folded or rows == 1
 
 
@@ -55,8 +57,9 @@ class FoldedGains:
 def fold_gains(weights, pack_n: int = PACK_N) -> FoldedGains:
     """`FoldedGains` of `kernels.llama_weights.Weights` (copies: the weights stay as they are,
     shared with the other backends), each product taken in fp32 and rounded once; with
-    `pack_n` (0: not packed), packed in tiles of pack_n rows (`kernels.gemv_pack.pack`): at one
-    token row 3-13% faster per GEMV on an H200 (Llama 3 8B's shapes), 2-4% per decode step."""
+    `pack_n` (0: not packed), packed in tiles of pack_n rows (`kernels.gemv_pack.pack`). On an
+    H200 (Llama 3 8B, context 512) packed weights made one-row GEMVs 2-13% faster, the decode
+    step 2.2% faster at batch 1 and 0.8% at 16, but 1.9% slower at 4."""
 
     def fold(w: torch.Tensor, gain: torch.Tensor | None, glu: bool = False):
         w = w if gain is None else (w.float() * gain.float()[None, :]).to(w.dtype)

@@ -38,9 +38,11 @@ def plan(m: int, n: int, k: int, element_size: int, sms: int, packed: bool = Fal
     - M = 2..16 (tl.dot): 64-row tiles where they still give half the SMs a program (K steps
       of 256), else 32 rows (K steps of 512); 4 stages where the grid is one program per SM or
       fewer (each program brings all the bytes in flight its SM has), else 3. Against the
-      earlier 32-row, 3-stage tiles: 4096x4096 11.2-11.4 us against 13.9-14.3, 4096x14336 31.0
-      against 34.5-35.7, 6144x4096 16.2-16.5 against 17.8-18.0, 28672x4096 58.5-59.3 against
-      62.5-63.8 (each within 3% of the fastest of 54 tilings, 4 and 16 rows).
+      earlier 32-row, 3-stage tiles: 4096x4096 11.2-11.4 us against 13.9-14.3, 4096x14336
+      31.0-31.2 against 34.5-35.7, 6144x4096 16.2-16.5 against 17.8-18.0, 28672x4096 58.5-59.3
+      against 62.5-63.8 (each within 3% of the fastest of 108 tilings, 54 of them on packed
+      weights, at 4 and 16 rows). (Timed one call at a time after a flush, as the kernel sweep
+      times them, the two plans measured within 3% of each other.)
     - Split-K cost 2-3 us for its second pass and lost wherever the grid already had one program
       per SM, so K is split only when the grid would leave half the SMs idle, and each split keeps
       >= 4 K steps.
