@@ -31,7 +31,17 @@ import triton.language as tl
 
 from roofbench.theory.plan import KernelLaunch, LaunchPlan
 
-from ._util import MAX_HEAD_DIM, MIN_HEAD_DIM, check_float, is_interpreter, num_sms, output
+from ._util import (
+    MAX_HEAD_DIM,
+    MIN_HEAD_DIM,
+    check_float,
+    gdc_launch_dependents,
+    gdc_wait,
+    has_pdl,
+    is_interpreter,
+    num_sms,
+    output,
+)
 
 LOG2E = 1.4426950408889634
 MAX_SPLITS = 256
@@ -64,7 +74,11 @@ def _decode_split_kernel(
     BLOCK_H: tl.constexpr,
     BLOCK_N: tl.constexpr,
     DIRECT: tl.constexpr,
+    PDL: tl.constexpr,
 ):
+    if PDL:  # the next kernel may launch now; everything read below waits for the one before
+        gdc_launch_dependents()
+        gdc_wait()
     pid = tl.program_id(0)
     split = tl.program_id(1)
     b = pid // kv_heads
@@ -140,7 +154,11 @@ def _decode_combine_kernel(
     HEAD_DIM: tl.constexpr,
     BLOCK_D: tl.constexpr,
     BLOCK_S: tl.constexpr,
+    PDL: tl.constexpr,
 ):
+    if PDL:
+        gdc_launch_dependents()
+        gdc_wait()
     pid = tl.program_id(0)  # b * Hq + h
     b = (pid // heads).to(tl.int64)
     h = (pid % heads).to(tl.int64)
@@ -221,12 +239,16 @@ def decode_attention(
     num_splits: int | None = None,
     out: torch.Tensor | None = None,
     config: dict | None = None,
+    pdl: bool = False,
 ) -> torch.Tensor:
     """Attention of one query token per sequence over its first context_lens[b] cached positions.
 
     q [B, Hq, D]; k_cache, v_cache [B, Hkv, S_max, D] (last dim contiguous); context_lens int32
     [B] on q's device, each in 1..S_max. scale defaults to 1/sqrt(D). Returns [B, Hq, D] in q's
     dtype (written into `out` if given). `config` overrides the launch parameters of `plan`.
+    `pdl`: each kernel launched as a programmatic dependent of the kernel before it, where the
+    device allows (`kernels._util.has_pdl`; as the GEMV's `pdl`): it waits for that kernel's
+    results before reading anything, and lets the next kernel launch at once.
     """
     _check_shapes(q, k_cache, v_cache, context_lens)
     dtype = check_float(q, k_cache, v_cache)
@@ -244,6 +266,8 @@ def decode_attention(
         num_splits = p["num_splits"]
     block_h = max(16, triton.next_power_of_2(group))
     direct = num_splits == 1
+    pdl = pdl and has_pdl(q.device)
+    launch = {"launch_pdl": True} if pdl else {}
     if direct:
         o_part, lse, stride_ob, stride_oh = o, o, o.stride(0), o.stride(1)
     else:
@@ -257,14 +281,14 @@ def decode_attention(
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
         stride_ob, stride_oh,
         HEAD_DIM=d, BLOCK_D=triton.next_power_of_2(d), BLOCK_H=block_h, BLOCK_N=block_n,
-        DIRECT=direct,
-        num_warps=p["num_warps"], num_stages=p["num_stages"],
+        DIRECT=direct, PDL=pdl,
+        num_warps=p["num_warps"], num_stages=p["num_stages"], **launch,
     )  # fmt: skip
     if not direct:
         _decode_combine_kernel[(batch * hq,)](
             o_part, lse, o, hq, num_splits, o.stride(0), o.stride(1),
             HEAD_DIM=d, BLOCK_D=triton.next_power_of_2(d),
-            BLOCK_S=triton.next_power_of_2(num_splits), num_warps=4,
+            BLOCK_S=triton.next_power_of_2(num_splits), PDL=pdl, num_warps=4, **launch,
         )  # fmt: skip
     return o
 

@@ -35,7 +35,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._util import check_float
+from ._util import check_float, gdc_launch_dependents, gdc_wait, has_pdl
 from .gemv_epilogue import silu_x_up
 
 
@@ -151,8 +151,12 @@ def _rope_kv_kernel(
     stride_ks,
     HAS_START: tl.constexpr,
     BLOCK: tl.constexpr,
+    PDL: tl.constexpr,
 ):
     """One program per (token row, head of Q|K|V): Q and K heads rotated, V heads copied."""
+    if PDL:  # the next kernel may launch now; everything read below waits for the one before
+        gdc_launch_dependents()
+        gdc_wait()
     row = tl.program_id(0)
     head = tl.program_id(1)
     b = row // tokens_per_seq
@@ -199,6 +203,7 @@ def rope_kv_append(
     k_dst: torch.Tensor | None = None,
     v_dst: torch.Tensor | None = None,
     q_heads_outer: bool = False,
+    pdl: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Q and K rotated, K and V written to their positions, from qkv [B * N, (Hq + 2 Hkv) D]
     (the fused projection's output, rows b-major: row b * N + n is token n of sequence b).
@@ -211,7 +216,8 @@ def rope_kv_append(
     k_dst[b, h, p] and V to v_dst[b, h, p], both [B, Hkv, S, D] with the same strides (a
     layer's cache; allocated as [B, Hkv, N, D] when not given, then start must be none).
     Returns (q, k_dst, v_dst); q is [B, N, Hq, D], or [B, Hq, N, D] in memory with
-    `q_heads_outer` (the prefill attention's layout)."""
+    `q_heads_outer` (the prefill attention's layout). `pdl`: launched as a programmatic
+    dependent of the kernel before it where the device allows (as the GEMV's `pdl`)."""
     rows = qkv.shape[0]
     if batch <= 0 or rows % batch:
         raise ValueError(f"{rows} token rows are not a whole number of {batch} sequences")
@@ -254,6 +260,7 @@ def rope_kv_append(
         return q, k_dst, v_dst
     half = head_dim // 2
     block = triton.next_power_of_2(half)
+    pdl = pdl and has_pdl(qkv.device)
     _rope_kv_kernel[(rows, heads + 2 * kv_heads)](
         qkv,
         cos,
@@ -274,7 +281,9 @@ def rope_kv_append(
         k_dst.stride(2),
         HAS_START=start is not None,
         BLOCK=block,
+        PDL=pdl,
         num_warps=1 if block <= 64 else 2,
+        **({"launch_pdl": True} if pdl else {}),
     )
     return q, k_dst, v_dst
 

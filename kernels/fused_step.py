@@ -9,8 +9,13 @@ from dataclasses import dataclass
 import torch
 
 from . import gemv as _gemv
+from .decode_attention import decode_attention as triton_decode_attention
 from .fused import add_rms_norm, rope_kv_append, silu_mul
 from .gemv_pack import PACK_N, PackedWeight, pack
+
+# Whether a decode step launches rotary + KV append and our decode attention (split and
+# combine) as programmatic dependents too, as it does every GEMV (`gemv(pdl=True)`).
+PDL_ATTENTION = True
 
 # What the decoder calls them by (`Llama._fused`; `kernels.llama_plan` declares these calls).
 KERNELS = {
@@ -150,12 +155,16 @@ def decode_step(model, tokens: torch.Tensor, context_lens: torch.Tensor) -> torc
     torch.add(context_lens, 1, out=cache.attend_lens)
     rope = model._fused["rope_kv_append"]
     attention = model._fn["decode_attention"]
+    # Rotary and our attention's kernels, like the GEMVs, as programmatic dependents
+    pdl = {"pdl": True} if PDL_ATTENTION else {}
+    attention_pdl = pdl if attention is triton_decode_attention else {}
 
     def attend(i, qkv):
         k_cache, v_cache = cache.k(i), cache.v(i)
         heads = (cfg.num_heads, cfg.num_kv_heads)
-        q, _, _ = rope(qkv, cache.cos, cache.sin, batch, *heads, context_lens, k_cache, v_cache)
-        o = attention(q[:, 0], k_cache, v_cache, cache.attend_lens)  # [B, Hq, D]
+        lens, kv = context_lens, (k_cache, v_cache)
+        q, _, _ = rope(qkv, cache.cos, cache.sin, batch, *heads, lens, *kv, **pdl)
+        o = attention(q[:, 0], *kv, cache.attend_lens, **attention_pdl)  # [B, Hq, D]
         return o.reshape(batch, cfg.q_dim)
 
     x = torch.nn.functional.embedding(tokens.reshape(batch), w.embed)

@@ -82,6 +82,16 @@ def summarize(records: Sequence[Record], meta: dict) -> str:
     return "\n".join(lines)
 
 
+def pdl_line(meta: dict) -> str:
+    """How the fused decoder's kernels were launched (run.json's `fused_pdl`, and from the
+    run that first recorded it, `fused_pdl_attention`)."""
+    how = "as programmatic dependents" if meta["fused_pdl"] else "in stream order (no PDL)"
+    which = "GEMVs"
+    if meta["fused_pdl"] and meta.get("fused_pdl_attention"):
+        which = "GEMVs, rotary + KV append and decode attention kernels"
+    return f"- The fused decoder's {which} were launched {how}."
+
+
 def _run_section(meta: dict, configs: dict[str, ModelConfig]) -> list[str]:
     base = configs["base"]
     roof, which = roof_of(meta)
@@ -111,8 +121,7 @@ def _run_section(meta: dict, configs: dict[str, ModelConfig]) -> list[str]:
     if meta.get("interrupted"):
         lines.append("- **The run was interrupted**: the records hold what finished before.")
     if "fused_pdl" in meta and {FUSED, FOLDED} & set(meta.get("backends", ())):
-        how = "as programmatic dependents" if meta["fused_pdl"] else "in stream order (no PDL)"
-        lines.append(f"- The fused decoder's GEMVs were launched {how}.")
+        lines.append(pdl_line(meta))
     if meta.get("stopped_early"):
         lines.append(
             f"- Stopped by the time budget ({meta['time_budget_s']:g} s): the remaining points "

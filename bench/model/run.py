@@ -71,6 +71,7 @@ from roofbench.bench.model.points import (
     sweep_points,
 )
 from roofbench.bench.model.step_report import ALL_POINTS_KEY, record_step_plans
+from roofbench.kernels import fused_step
 from roofbench.kernels._util import has_pdl
 from roofbench.kernels.llama import (
     COMPILE,
@@ -328,8 +329,10 @@ def _measure(
         meta["tiers_model"] = MODEL_VERSION
     meta["step_declarations"] = dict(DECLARATIONS)
     meta[ALL_POINTS_KEY] = True  # record_step_plans keeps skipped points' plans too
-    # The fused decoder's GEMVs launch as programmatic dependents where the GPU allows it.
+    # The fused decoder's GEMVs (and its rotary and attention kernels) launch as programmatic
+    # dependents where the GPU allows it.
     meta["fused_pdl"] = has_pdl(device)
+    meta["fused_pdl_attention"] = fused_step.PDL_ATTENTION  # its decode step's other kernels
     write_meta(folder, meta)
     console.print(roof.source)
     rule = StopRule(min_samples=MIN_SAMPLES, max_samples=200, max_time_s=time_cap_s)

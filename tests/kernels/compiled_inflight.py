@@ -83,7 +83,7 @@ def decode() -> None:
         p = plan(batch, 8, context, SMS)
         lp = launch_plan(batch, 32, 8, context, 128, SMS)
         constexprs = dict(HEAD_DIM=128, BLOCK_D=128, BLOCK_H=lp.main.tile[0],
-                          BLOCK_N=p["BLOCK_N"], DIRECT=p["num_splits"] == 1)  # fmt: skip
+                          BLOCK_N=p["BLOCK_N"], DIRECT=p["num_splits"] == 1, PDL=False)  # fmt: skip
         options = {"num_warps": p["num_warps"], "num_stages": p["num_stages"]}
         kernel = _compile(_decode_split_kernel, types, constexprs, options)
         tile = list(lp.main.tile)

@@ -45,7 +45,7 @@ def _capture_every_config(self, *args, **kwargs):
 def _launch_all() -> None:
     """Each wrapper on small inputs, through the branches the GPU takes."""
     from roofbench.bench.core import probes
-    from roofbench.kernels import attention, decode_attention, fused, gemm, gemv
+    from roofbench.kernels import attention, decode_attention, fused, gemm, gemv, gemv_pack
     from roofbench.kernels._util import set_tuning_timer
 
     set_tuning_timer(lambda launch: (launch(), 1.0)[1])  # every candidate launched once
@@ -83,10 +83,20 @@ def _launch_all() -> None:
     start = torch.tensor([2, 5], dtype=torch.int32)
     fused.rope_kv_append(qkv, cos, sin, 2, heads, kv_heads, start, cache, cache.clone())
     fused.silu_mul(torch.randn(3, 2 * 96, dtype=bf16))
-    gemv.has_pdl = lambda device: True  # the GPU's launch as a programmatic dependent
+    # the GPU's launches as programmatic dependents
+    gemv.has_pdl = decode_attention.has_pdl = fused.has_pdl = lambda device: True
     for m, split in itertools.product((1, 3), (None, 2)):  # both paths
         x, w = torch.randn(m, 4096, dtype=bf16), torch.randn(64, 4096, dtype=bf16)
         gemv.gemv(x, w, config={"SPLIT_K": split} if split else None, pdl=True)
+    for b, s in ((1, 4096), (4, 100)):  # split-KV with its combine pass, and direct
+        q = torch.randn(b, 8, 128, dtype=bf16)
+        k, v = (torch.randn(b, 2, s, 128, dtype=bf16) for _ in range(2))
+        lens = torch.full((b,), s, dtype=torch.int32)
+        decode_attention.decode_attention(q, k, v, lens, pdl=True)
+    fused.rope_kv_append(qkv, cos, sin, 2, heads, kv_heads, start, cache, cache.clone(), pdl=True)
+    pack = gemv_pack.pack(torch.randn(64, 4096, dtype=bf16))
+    for m in (1, 3):  # packed weights, both paths
+        gemv.gemv(torch.randn(m, 4096, dtype=bf16), pack, pdl=True)
     x, out = torch.randn(4096), torch.empty(4)
     probes.read_sum[(4,)](x, out, BLOCK=1024, ITERS=1)
     probes.fill[(4,)](x, 1.0, BLOCK=1024, ITERS=1)

@@ -496,3 +496,12 @@ def test_backends_takes_every_preset_and_refuses_another(tmp_path, capsys):
     with pytest.raises(SystemExit) as refused:
         main([*args, "--backends", "fused,fast"])
     assert refused.value.code == 2 and "unknown fast" in capsys.readouterr().err
+
+
+def test_the_summary_says_which_fused_kernels_were_programmatic_dependents():
+    from roofbench.bench.model.report import pdl_line
+
+    assert pdl_line({"fused_pdl": True}).endswith("GEMVs were launched as programmatic dependents.")
+    both = pdl_line({"fused_pdl": True, "fused_pdl_attention": True})
+    assert "GEMVs, rotary + KV append and decode attention kernels were launched as" in both
+    assert "in stream order" in pdl_line({"fused_pdl": False, "fused_pdl_attention": True})
