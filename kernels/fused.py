@@ -14,7 +14,8 @@ product), each paying a launch and a DRAM round trip (DESIGN, "Where the time go
   stream updated in place. Each
   GEMV is launched as a programmatic dependent of the kernel before it where the GPU allows
   (`kernels._util.has_pdl`), so that back-to-back GEMVs overlap one's drain with the next's
-  launch;
+  launch; from batch 2 so are rotary + KV append and decode attention
+  (`kernels.fused_step.PDL_ATTENTION_MIN_BATCH`);
 - on the GEMM (longer prefills), three Triton kernels between the projections:
   - `add_rms_norm`: residual += delta, then y = residual / sqrt(mean(residual^2) + eps) * gain,
     in one pass over a row (one read of delta and residual, one write of each result). Without

@@ -13,9 +13,12 @@ from .decode_attention import decode_attention as triton_decode_attention
 from .fused import add_rms_norm, rope_kv_append, silu_mul
 from .gemv_pack import PACK_N, PackedWeight, pack
 
-# Whether a decode step launches rotary + KV append and our decode attention (split and
-# combine) as programmatic dependents too, as it does every GEMV (`gemv(pdl=True)`).
-PDL_ATTENTION = True
+# The smallest batch at which a decode step launches rotary + KV append and our decode
+# attention (split and combine) as programmatic dependents too, as it does every GEMV
+# (`gemv(pdl=True)`); 0: never. On an H200 (Llama 3 8B fused-folded, context 512, same
+# process, alternating) it made the step 1.6% faster at batch 4 and 16 (4.32 against 4.40 ms,
+# 4.42 against 4.49) but 5-6% slower at batch 1 (4.23 against 3.99-4.04 ms), logits identical.
+PDL_ATTENTION_MIN_BATCH = 2
 
 # What the decoder calls them by (`Llama._fused`; `kernels.llama_plan` declares these calls).
 KERNELS = {
@@ -156,7 +159,8 @@ def decode_step(model, tokens: torch.Tensor, context_lens: torch.Tensor) -> torc
     rope = model._fused["rope_kv_append"]
     attention = model._fn["decode_attention"]
     # Rotary and our attention's kernels, like the GEMVs, as programmatic dependents
-    pdl = {"pdl": True} if PDL_ATTENTION else {}
+    on = 0 < PDL_ATTENTION_MIN_BATCH <= batch
+    pdl = {"pdl": True} if on else {}
     attention_pdl = pdl if attention is triton_decode_attention else {}
 
     def attend(i, qkv):

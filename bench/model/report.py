@@ -87,8 +87,9 @@ def pdl_line(meta: dict) -> str:
     run that first recorded it, `fused_pdl_attention`)."""
     how = "as programmatic dependents" if meta["fused_pdl"] else "in stream order (no PDL)"
     which = "GEMVs"
-    if meta["fused_pdl"] and meta.get("fused_pdl_attention"):
-        which = "GEMVs, rotary + KV append and decode attention kernels"
+    batch = meta.get("fused_pdl_attention")
+    if meta["fused_pdl"] and batch:
+        which += f" (and from batch {batch} its rotary + KV append and decode attention kernels)"
     return f"- The fused decoder's {which} were launched {how}."
 
 

@@ -332,7 +332,8 @@ def _measure(
     # The fused decoder's GEMVs (and its rotary and attention kernels) launch as programmatic
     # dependents where the GPU allows it.
     meta["fused_pdl"] = has_pdl(device)
-    meta["fused_pdl_attention"] = fused_step.PDL_ATTENTION  # its decode step's other kernels
+    # from this batch, its decode step's rotary and attention kernels too (0: never)
+    meta["fused_pdl_attention"] = fused_step.PDL_ATTENTION_MIN_BATCH
     write_meta(folder, meta)
     console.print(roof.source)
     rule = StopRule(min_samples=MIN_SAMPLES, max_samples=200, max_time_s=time_cap_s)

@@ -502,6 +502,9 @@ def test_the_summary_says_which_fused_kernels_were_programmatic_dependents():
     from roofbench.bench.model.report import pdl_line
 
     assert pdl_line({"fused_pdl": True}).endswith("GEMVs were launched as programmatic dependents.")
-    both = pdl_line({"fused_pdl": True, "fused_pdl_attention": True})
-    assert "GEMVs, rotary + KV append and decode attention kernels were launched as" in both
-    assert "in stream order" in pdl_line({"fused_pdl": False, "fused_pdl_attention": True})
+    both = pdl_line({"fused_pdl": True, "fused_pdl_attention": 2})
+    assert "(and from batch 2 its rotary + KV append and decode attention kernels) were" in both
+    never = pdl_line({"fused_pdl": True, "fused_pdl_attention": 0})
+    assert never == "- The fused decoder's GEMVs were launched as programmatic dependents."
+    none = pdl_line({"fused_pdl": False, "fused_pdl_attention": 2})
+    assert none == "- The fused decoder's GEMVs were launched in stream order (no PDL)."
