@@ -319,7 +319,8 @@ def gemv(
     if k == 0:
         return y.zero_()
 
-    g = geometry(m, n, k, x.element_size(), num_sms(x.device), config, glu, packed)
+    pack_k = packed.pack_k if packed is not None else 0
+    g = geometry(m, n, k, x.element_size(), num_sms(x.device), config, glu, pack_k)
     p, split_k = g.params, g.split_k
     pdl = pdl and has_pdl(x.device)
     flags = {
@@ -365,7 +366,7 @@ def gemv(
         num_stages=p["num_stages"],
         GAIN=norm is not None,
         PACK_N=packed.pack_n if packed is not None else 0,
-        PACK_K=packed.pack_k if packed is not None else 0,
+        PACK_K=pack_k,
         **({"launch_pdl": True} if pdl else {}),
         **flags,
     )

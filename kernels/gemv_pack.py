@@ -56,8 +56,10 @@ class PackedWeight:
         """Elements from one tile row to the next."""
         return self.data.stride(0)
 
-    def element_size(self) -> int:
-        return self.data.element_size()
+
+def default_pack_k(element_size: int) -> int:
+    """A tile row's elements: PACK_BYTES, the one-row GEMV's K step (`kernels.gemv_plan.plan`)."""
+    return PACK_BYTES // element_size
 
 
 def row_order(n: int, glu: bool) -> torch.Tensor:
@@ -71,14 +73,13 @@ def row_order(n: int, glu: bool) -> torch.Tensor:
 
 def pack(w: torch.Tensor, pack_n: int = PACK_N, pack_k: int | None = None, glu: bool = False):
     """W [n, k] (nn.Linear's layout) as a `PackedWeight` of [pack_n, pack_k] tiles. pack_k
-    defaults to the one-row GEMV's K step, PACK_BYTES of elements (`kernels.gemv_plan.plan`);
-    the tensor-core path's shorter steps read parts of a tile."""
+    defaults to `default_pack_k`; the tensor-core path's shorter steps read parts of a tile."""
     if w.ndim != 2 or w.stride(1) != 1:
         raise ValueError(f"expected a [N, K] weight contiguous along K, got {tuple(w.shape)}")
     n, k = w.shape
     if glu and n % 2:
         raise ValueError(f"glu takes gate|up rows, an even number, got N={n}")
-    pack_k = pack_k or PACK_BYTES // w.element_size()
+    pack_k = pack_k or default_pack_k(w.element_size())
     if ROW_ALIGN % pack_n or pack_k & (pack_k - 1):
         raise ValueError(f"pack_n must divide {ROW_ALIGN} and pack_k be a power of two")
     rows = triton.cdiv(n, ROW_ALIGN) * ROW_ALIGN

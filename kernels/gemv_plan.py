@@ -11,6 +11,7 @@ import triton
 from roofbench.theory.plan import KernelLaunch, LaunchPlan
 
 from ._util import is_interpreter
+from .gemv_pack import ROW_ALIGN
 
 TOKENS_PER_DOT = 16  # tl.dot needs at least 16 rows; 2..16 tokens are padded to this
 SUM_BLOCK = 1024  # elements per program of the split-K sum
@@ -88,21 +89,23 @@ class Geometry:
 
 
 def geometry(
-    m: int, n: int, k: int, element_size: int, sms: int, config=None, glu: bool = False, packed=None
+    m: int, n: int, k: int, element_size: int, sms: int, config=None, glu: bool = False, pack_k=0
 ) -> Geometry:
     """`plan`'s parameters (with `config`'s overrides) turned into tiles, splits and the grid.
-    With `glu` a program's BLOCK_N weight rows are BLOCK_N / 2 gate|up pairs. `packed`: the
-    `kernels.gemv_pack.PackedWeight` (or its pack_k) the kernel reads, whose K tiles the K step
-    must divide (it is cut to pack_k where the plan's is longer)."""
-    p = plan(m, n, k, element_size, sms, packed is not None)
+    With `glu` a program's BLOCK_N weight rows are BLOCK_N / 2 gate|up pairs. `pack_k`: W
+    packed in K tiles of pack_k (`kernels.gemv_pack`; 0 unpacked), which the K step must divide
+    (it is cut to pack_k where the plan's is longer), the tile rows dividing the packing's row
+    padding."""
+    p = plan(m, n, k, element_size, sms, bool(pack_k))
     if is_interpreter():  # small tiles: the interpreter's cost grows with the tile, not the grid
         p.update(BLOCK_N=16, BLOCK_K=32, num_stages=1)
     p.update(config or {})
-    pack_k = getattr(packed, "pack_k", packed)
     if pack_k:
         p["BLOCK_K"] = min(p["BLOCK_K"], pack_k)
         if pack_k % p["BLOCK_K"]:
             raise ValueError(f"a K step of {p['BLOCK_K']} does not divide the packing's {pack_k}")
+        if ROW_ALIGN % p["BLOCK_N"]:  # its programs would read rows past the padding
+            raise ValueError(f"BLOCK_N {p['BLOCK_N']} does not divide the packing's {ROW_ALIGN}")
     block_m = 1 if m == 1 else TOKENS_PER_DOT
     block_n = p["BLOCK_N"] if m == 1 else max(p["BLOCK_N"], 16)  # tl.dot's minimum
     block_k = p["BLOCK_K"] if m == 1 else max(p["BLOCK_K"], 16)
@@ -124,7 +127,7 @@ def launch_plan(
     registers, one K step at a time, (BLOCK_N + 1) * BLOCK_K * element_size; the tl.dot path
     copies them asynchronously into a ring of num_stages - 1 shared-memory buffers,
     (BLOCK_N + BLOCK_M) * BLOCK_K * element_size * (num_stages - 1)."""
-    g = geometry(m, n, k, element_size, sms, glu=glu, packed=pack_k or None)
+    g = geometry(m, n, k, element_size, sms, glu=glu, pack_k=pack_k)
     tile = (g.block_m, g.block_n, g.block_k)
     steps = 1 if g.block_m == 1 else max(1, g.params["num_stages"] - 1)
     inflight = float((g.block_n + g.block_m) * g.block_k * element_size * steps)

@@ -55,7 +55,7 @@ from . import catalog, fused_step, gemv
 from ._util import default_device, num_sms
 from .attention import attention_reference
 from .decode_attention import decode_attention_reference
-from .gemv_pack import PACK_BYTES
+from .gemv_pack import default_pack_k
 from .llama import COMPILE, FOLDED, FUSED, GEMV_MAX_M, resolve_backend
 from .registry import Impl
 
@@ -372,7 +372,8 @@ def _fused_kernels(
 
     if fused_step.on_gemv(rows):
         # fused-folded's weights are packed (`kernels.fused_step.fold_gains`)
-        project = functools.partial(step.gemv_epilogue, pack_k=PACK_BYTES // e * gains_folded)
+        pack_k = default_pack_k(e) if gains_folded else 0
+        project = functools.partial(step.gemv_epilogue, pack_k=pack_k)
         folded = fused_step.folds_norm(rows, gains_folded)
         if not folded:  # the two norms of each layer as kernels of their own
             step.add("norm", "norm", ops.rms_norm(rows, h, dtype), "add_rms_norm", 2 * layers)

@@ -329,10 +329,9 @@ def _measure(
         meta["tiers_model"] = MODEL_VERSION
     meta["step_declarations"] = dict(DECLARATIONS)
     meta[ALL_POINTS_KEY] = True  # record_step_plans keeps skipped points' plans too
-    # The fused decoder's GEMVs (and its rotary and attention kernels) launch as programmatic
-    # dependents where the GPU allows it.
+    # The fused decoder's GEMVs launch as programmatic dependents where the GPU allows it, and
+    # from this batch its decode step's rotary and attention kernels too (0: never).
     meta["fused_pdl"] = has_pdl(device)
-    # from this batch, its decode step's rotary and attention kernels too (0: never)
     meta["fused_pdl_attention"] = fused_step.PDL_ATTENTION_MIN_BATCH
     write_meta(folder, meta)
     console.print(roof.source)

@@ -65,7 +65,7 @@ def gemv() -> None:
                  "gemv_packed")]  # fmt: skip
     for (m, n, k), flags, name in launches:
         glu, pack_k = flags["GLU"], flags["PACK_K"]
-        g = geometry(m, n, k, 2, SMS, glu=glu, packed=pack_k or None)
+        g = geometry(m, n, k, 2, SMS, glu=glu, pack_k=pack_k)
         constexprs = dict(BLOCK_M=g.block_m, BLOCK_N=g.block_n, BLOCK_K=g.block_k,
                           EVEN_K=True, PARTIAL=g.split_k > 1, **flags)  # fmt: skip
         options = {"num_warps": g.params["num_warps"], "num_stages": g.params["num_stages"]}

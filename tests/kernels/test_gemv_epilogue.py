@@ -229,11 +229,13 @@ def test_packed_epilogue_matches_float64(
     assert _error(y, ref) < 2e-3
 
 
-def test_the_k_step_is_cut_to_the_packing_and_must_divide_it():
-    g = geometry(4, 6144, 4096, 2, 132, {"BLOCK_K": 512}, packed=256)
-    assert g.block_k == 256
-    with pytest.raises(ValueError, match="does not divide"):
-        geometry(1, 6144, 4096, 2, 132, {"BLOCK_K": 96}, packed=256)
+def test_the_tiles_must_fit_the_packing():
+    g = geometry(4, 6144, 4096, 2, 132, {"BLOCK_K": 512}, pack_k=256)
+    assert g.block_k == 256  # cut to the packing's K tile
+    with pytest.raises(ValueError, match="K step of 96 does not divide"):
+        geometry(1, 6144, 4096, 2, 132, {"BLOCK_K": 96}, pack_k=256)
+    with pytest.raises(ValueError, match="BLOCK_N 128 does not divide"):
+        geometry(4, 6144, 4096, 2, 132, {"BLOCK_N": 128}, pack_k=256)
 
 
 @pytest.mark.gpu
