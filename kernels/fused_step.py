@@ -10,6 +10,7 @@ import torch
 
 from . import gemv as _gemv
 from .decode_attention import decode_attention as triton_decode_attention
+from .decode_rope_attention import rope_decode_attention
 from .fused import add_rms_norm, rope_kv_append, silu_mul
 from .gemv_pack import PACK_N, PackedWeight, pack
 
@@ -20,10 +21,22 @@ from .gemv_pack import PACK_N, PackedWeight, pack
 # 4.42 against 4.49) but 5-6% slower at batch 1 (4.23 against 3.99-4.04 ms), logits identical.
 PDL_ATTENTION_MIN_BATCH = 2
 
+# The smallest batch at which a decode step whose attention is our kernel runs rotary, the KV
+# append and the attention with its combine as one kernel (`kernels.decode_rope_attention`)
+# instead of three (`rope_kv_append`, `kernels.decode_attention`'s split and combine passes)
+# and the lengths' add; 0: never. On an H200 (Llama 3 8B heads, 32 layers' attention back to
+# back, graph replay) the one kernel took 12.5 us a layer against 13.75 at batch 16, context
+# 512, but 8.2 against 7.2 at batch 1 and 11.9 against 11.0 at 4, 16.0 against 12.3 at batch 1,
+# context 4096 and 43.6 against 39.8 at 32768; the whole fused-folded step at context 512 took
+# 4.32 against 4.36 ms at batch 16, 3.99 against 3.99 at 1 and 4.35 against 4.26 at 4. Above
+# batch 16 (one slice per sequence: no combine) it was not timed.
+ONE_KERNEL_ATTENTION_MIN_BATCH = 16
+
 # What the decoder calls them by (`Llama._fused`; `kernels.llama_plan` declares these calls).
 KERNELS = {
     "add_rms_norm": add_rms_norm,
     "rope_kv_append": rope_kv_append,
+    "rope_decode_attention": rope_decode_attention,
     "silu_mul": silu_mul,
     "gemv_epilogue": _gemv.gemv,  # with its epilogue (norm, bias, SiLU x up, residual)
 }
@@ -150,18 +163,34 @@ def _logits(model, delta, x):
     return model._linear(h, model.weights.lm_head)
 
 
+def one_kernel_attention(impl: str, batch: int) -> bool:
+    """Whether a decode step of `batch` sequences whose decode attention is the implementation
+    named `impl` runs rotary, the KV append and attention as one kernel (our attention only,
+    from `ONE_KERNEL_ATTENTION_MIN_BATCH`)."""
+    return 0 < ONE_KERNEL_ATTENTION_MIN_BATCH <= batch and impl == "triton"
+
+
 def decode_step(model, tokens: torch.Tensor, context_lens: torch.Tensor) -> torch.Tensor:
     """`Llama.decode_step` on the fused backend (its checks made): the new token of sequence b
     rotated at position context_lens[b] and written to the cache there, read from the device."""
     cfg, w, cache = model.config, model.weights, model.cache
     batch = tokens.shape[0]
-    torch.add(context_lens, 1, out=cache.attend_lens)
-    rope = model._fused["rope_kv_append"]
     attention = model._fn["decode_attention"]
+    one_kernel = one_kernel_attention(model.impl_names["decode_attention"], batch)
+    if not one_kernel:
+        torch.add(context_lens, 1, out=cache.attend_lens)
+    rope = model._fused["rope_kv_append"]
     # Rotary and our attention's kernels, like the GEMVs, as programmatic dependents
     on = 0 < PDL_ATTENTION_MIN_BATCH <= batch
     pdl = {"pdl": True} if on else {}
     attention_pdl = pdl if attention is triton_decode_attention else {}
+
+    def attend_one_kernel(i, qkv):
+        heads = (cfg.num_heads, cfg.num_kv_heads)
+        kv = (cache.k(i), cache.v(i))
+        fn = model._fused["rope_decode_attention"]
+        o = fn(qkv, cache.cos, cache.sin, *heads, context_lens, *kv, **pdl)  # [B, Hq, D]
+        return o.reshape(batch, cfg.q_dim)
 
     def attend(i, qkv):
         k_cache, v_cache = cache.k(i), cache.v(i)
@@ -171,6 +200,8 @@ def decode_step(model, tokens: torch.Tensor, context_lens: torch.Tensor) -> torc
         o = attention(q[:, 0], *kv, cache.attend_lens, **attention_pdl)  # [B, Hq, D]
         return o.reshape(batch, cfg.q_dim)
 
+    if one_kernel:
+        attend = attend_one_kernel
     x = torch.nn.functional.embedding(tokens.reshape(batch), w.embed)
     if on_gemv(batch):
         return _gemv_logits(model, _gemv_layers(model, x, attend))

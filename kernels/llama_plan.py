@@ -51,7 +51,7 @@ from roofbench.theory.plan import LaunchPlan
 from roofbench.theory.step import StepKernel
 from roofbench.theory.tiers import Work
 
-from . import catalog, fused_step, gemv
+from . import catalog, decode_rope_attention, fused_step, gemv
 from ._util import default_device, num_sms
 from .attention import attention_reference
 from .decode_attention import decode_attention_reference
@@ -64,7 +64,9 @@ PHASES = ("prefill", "decode", "naive")
 # kernels (a model run records these; a run of an older version is not predicted from today's).
 # fused 2: the projections' epilogues on the GEMV (norms, bias, SiLU x up, residual adds).
 # fused-folded 2: its GEMVs on packed weights (`kernels.gemv_pack`).
-DECLARATIONS = {"torch": 1, "triton": 1, "fused": 2, "fused-folded": 2}
+# fused 3, fused-folded 3: from batch 16 a decode step's rotary, KV append and attention in one
+# kernel (`kernels.decode_rope_attention`), no lengths' add.
+DECLARATIONS = {"torch": 1, "triton": 1, "fused": 3, "fused-folded": 3}
 INDEX_BYTES = 8  # token ids and positions: int64
 LENGTH_BYTES = 4  # context lengths: int32
 MASK_BYTES = 1  # a boolean key mask
@@ -323,6 +325,35 @@ def _attention(step: _Step, decode: bool, batch: int, seq: int, max_seq: int | N
             step.add("attention_out", "layout", ops.elementwise(out, out), "reshape", layers)
 
 
+def _rope_attention(step: _Step, batch: int, seq: int, max_seq: int | None) -> None:
+    """A fused decode step's one kernel per layer for rotary, the KV append and attention with
+    its combine (`kernels.decode_rope_attention`): the decode attention op's cost and tiles
+    (its Q read is the QKV row's Q) plus the rotary's own bytes: the row's raw K and V, the cos
+    and sin rows at the positions and the positions read, K and V written to the cache."""
+    cfg, layers, e = step.config, step.config.num_layers, step.size
+    kv_bytes = 2 * batch * cfg.kv_dim * e
+    table = 2 * batch * (cfg.head_dim // 2) * e
+    rope = ops.elementwise(kv_bytes + table + LENGTH_BYTES * batch, kv_bytes)
+    keys = max_seq if max_seq is not None else seq + 1
+    heads = {"heads": cfg.num_heads, "kv_heads": cfg.num_kv_heads, "head_dim": cfg.head_dim}
+    case = catalog.make_case(
+        "decode_attention", dtype=step.dtype, batch=batch, seq=seq + 1, s_max=keys, **heads
+    )
+    work = dataclasses.replace(case.work(), cost=case.work().cost + rope)
+    key = plan_key(FUSED, f"rope_decode_attention/{case.id.split('/', 1)[1]}")
+    text = step.plans.get(key)
+    if text:
+        plan = LaunchPlan.parse(text)
+    else:
+        plan = decode_rope_attention.launch_plan(
+            batch, cfg.num_heads, cfg.num_kv_heads, keys, cfg.head_dim,
+            num_sms(default_device()), step.size,
+        )  # fmt: skip
+    call = "rope_decode_attention"
+    kernel = StepKernel("attention", "attention", work, plan, layers, call, plan_key=key)
+    step.kernels.append(kernel)
+
+
 def _key_mask(step: _Step, batch: int, keys: int, layers: int) -> None:
     """The key mask the torch decode attention builds from device lengths (`arange` of the key
     positions, `lt` against the lengths: [B, keys] booleans), and the three kernels torch's SDPA
@@ -357,7 +388,9 @@ def _fused_kernels(
     h, d, dtype = cfg.hidden_size, cfg.head_dim, step.dtype
     decode = phase == "decode"
     rows = batch if decode else batch * seq
-    if decode:
+    attention_impl = step.impls["decode_attention"].name
+    one_kernel = decode and fused_step.one_kernel_attention(attention_impl, batch)
+    if decode and not one_kernel:
         lengths = LENGTH_BYTES * batch
         step.add("attend_lens", "index", ops.elementwise(lengths, lengths), "add")
     step.add("embedding", "embedding", ops.gather(rows, h * e, INDEX_BYTES * rows), "embedding")
@@ -370,6 +403,13 @@ def _fused_kernels(
     qkv_bytes = rows * qkv_n * e
     rope = ops.elementwise(qkv_bytes + table + index, qkv_bytes)
 
+    def attention():
+        if one_kernel:
+            _rope_attention(step, batch, seq, max_seq)
+        else:
+            step.add("rope_kv_append", "rotary", rope, "rope_kv_append", layers)
+            _attention(step, decode, batch, seq, max_seq)
+
     if fused_step.on_gemv(rows):
         # fused-folded's weights are packed (`kernels.fused_step.fold_gains`)
         pack_k = default_pack_k(e) if gains_folded else 0
@@ -378,8 +418,7 @@ def _fused_kernels(
         if not folded:  # the two norms of each layer as kernels of their own
             step.add("norm", "norm", ops.rms_norm(rows, h, dtype), "add_rms_norm", 2 * layers)
         project("qkv", rows, qkv_n, h, layers, norm=folded, bias=cfg.has_qkv_bias)
-        step.add("rope_kv_append", "rotary", rope, "rope_kv_append", layers)
-        _attention(step, decode, batch, seq, max_seq)
+        attention()
         project("o_proj", rows, h, cfg.q_dim, layers, bias=cfg.attention_bias, residual=True)
         project("gate_up", rows, 2 * inter, h, layers, norm=folded, bias=cfg.mlp_bias, glu=True)
         project("down", rows, h, inter, layers, bias=cfg.mlp_bias, residual=True)
@@ -395,8 +434,7 @@ def _fused_kernels(
     step.add("norm", "norm", ops.rms_norm(rows, h, dtype), "add_rms_norm")
     step.add("add_norm", "norm", add_norm(rows), "add_rms_norm", 2 * layers - 1)
     step.linear("qkv", rows, qkv_n, h, cfg.has_qkv_bias, layers)
-    step.add("rope_kv_append", "rotary", rope, "rope_kv_append", layers)
-    _attention(step, decode, batch, seq, max_seq)
+    attention()
     step.linear("o_proj", rows, h, cfg.q_dim, cfg.attention_bias, layers)
     step.linear("gate_up", rows, 2 * inter, h, cfg.mlp_bias, layers)
     act = rows * inter * e

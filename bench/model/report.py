@@ -84,13 +84,20 @@ def summarize(records: Sequence[Record], meta: dict) -> str:
 
 def pdl_line(meta: dict) -> str:
     """How the fused decoder's kernels were launched (run.json's `fused_pdl`, and from the
-    run that first recorded it, `fused_pdl_attention`)."""
+    runs that first recorded them, `fused_pdl_attention` and `fused_one_kernel_attention`)."""
     how = "as programmatic dependents" if meta["fused_pdl"] else "in stream order (no PDL)"
     which = "GEMVs"
     batch = meta.get("fused_pdl_attention")
     if meta["fused_pdl"] and batch:
         which += f" (and from batch {batch} its rotary + KV append and decode attention kernels)"
-    return f"- The fused decoder's {which} were launched {how}."
+    line = f"- The fused decoder's {which} were launched {how}."
+    one = meta.get("fused_one_kernel_attention")
+    if one:
+        line += (
+            f" From batch {one} its decode step ran rotary, the KV append and attention (with"
+            " the slices' combine) as one kernel."
+        )
+    return line
 
 
 def _run_section(meta: dict, configs: dict[str, ModelConfig]) -> list[str]:

@@ -333,6 +333,8 @@ def _measure(
     # from this batch its decode step's rotary and attention kernels too (0: never).
     meta["fused_pdl"] = has_pdl(device)
     meta["fused_pdl_attention"] = fused_step.PDL_ATTENTION_MIN_BATCH
+    # and from this batch rotary, the KV append and attention as one kernel (0: never)
+    meta["fused_one_kernel_attention"] = fused_step.ONE_KERNEL_ATTENTION_MIN_BATCH
     write_meta(folder, meta)
     console.print(roof.source)
     rule = StopRule(min_samples=MIN_SAMPLES, max_samples=200, max_time_s=time_cap_s)

@@ -46,6 +46,7 @@ def _launch_all() -> None:
     """Each wrapper on small inputs, through the branches the GPU takes."""
     from roofbench.bench.core import probes
     from roofbench.kernels import attention, decode_attention, fused, gemm, gemv, gemv_pack
+    from roofbench.kernels import decode_rope_attention as rope_attention
     from roofbench.kernels._util import set_tuning_timer
 
     set_tuning_timer(lambda launch: (launch(), 1.0)[1])  # every candidate launched once
@@ -83,8 +84,20 @@ def _launch_all() -> None:
     start = torch.tensor([2, 5], dtype=torch.int32)
     fused.rope_kv_append(qkv, cos, sin, 2, heads, kv_heads, start, cache, cache.clone())
     fused.silu_mul(torch.randn(3, 2 * 96, dtype=bf16))
+
+    def rope_attend(batch, s_max, dim, pdl=False):  # several slices at batch 1, direct at 16
+        qkv = torch.randn(batch, (8 + 2 * 2) * dim, dtype=bf16)
+        tables = (torch.randn(s_max, dim // 2, dtype=bf16) for _ in range(2))
+        k, v = (torch.randn(batch, 2, s_max, dim, dtype=bf16) for _ in range(2))
+        at = torch.full((batch,), s_max - 1, dtype=torch.int32)
+        rope_attention.rope_decode_attention(qkv, *tables, 8, 2, at, k, v, pdl=pdl)
+
+    for batch, s_max, dim in ((1, 4096, 128), (16, 64, 96)):
+        rope_attend(batch, s_max, dim)
     # the GPU's launches as programmatic dependents
     gemv.has_pdl = decode_attention.has_pdl = fused.has_pdl = lambda device: True
+    rope_attention.has_pdl = lambda device: True
+    rope_attend(1, 4096, 128, pdl=True)
     for m, split in itertools.product((1, 3), (None, 2)):  # both paths
         x, w = torch.randn(m, 4096, dtype=bf16), torch.randn(64, 4096, dtype=bf16)
         gemv.gemv(x, w, config={"SPLIT_K": split} if split else None, pdl=True)

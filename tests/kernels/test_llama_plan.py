@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from roofbench.kernels import catalog
+from roofbench.kernels import catalog, fused_step
 from roofbench.kernels.decode_attention import decode_attention_reference
 from roofbench.kernels.llama import Llama
 from roofbench.kernels.llama_plan import decoder_plan, step_kernels, step_plans
@@ -411,3 +411,27 @@ def test_folded_gains_put_every_norm_of_a_gemv_step_in_an_epilogue(batch):
     assert [k.name for k in folded] == [k.name for k in fused if k.kind != "norm"]
     assert all(k.work.cost.flops > 2 * k.work.m * k.work.n * k.work.k
                for k in folded if k.name in ("qkv", "gate_up", "lm_head"))  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", FUSED_BACKENDS)
+def test_from_batch_16_rotary_append_and_attention_are_one_kernel(backend):
+    """At the one-kernel batch a fused decode step declares, per layer, one attention kernel
+    (rotary, append and attention with its combine) in place of rotary + append and the split
+    and combine passes, and no lengths' add; below it, the three. The bytes it adds to the
+    attention are the rotary's own: the raw K and V rows, the tables and positions read, K
+    and V written."""
+    config = MODELS["llama3-8b"].with_layers(2)
+    at = fused_step.ONE_KERNEL_ATTENTION_MIN_BATCH
+    one = step_kernels(config, backend, "decode", at, 512)
+    three = step_kernels(config, backend, "decode", at - 1, 512)
+    names = {k.name for k in one}
+    assert "rope_kv_append" not in names and "attend_lens" not in names
+    assert {"rope_kv_append", "attend_lens"} <= {k.name for k in three}
+    (attention,) = [k for k in one if k.kind == "attention"]
+    assert attention.call == "rope_decode_attention" and attention.plan.launches == 1
+    assert attention.count == config.num_layers
+    split = [k for k in step_kernels(config, "triton", "decode", at, 512) if k.kind == "attention"]
+    (op,) = split
+    kv_row = 2 * at * config.kv_dim * 2  # bf16
+    tables = 2 * at * (config.head_dim // 2) * 2 + 4 * at  # cos and sin rows, positions
+    assert attention.work.cost.bytes_ == pytest.approx(op.work.cost.bytes_ + 2 * kv_row + tables)

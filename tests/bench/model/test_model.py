@@ -508,3 +508,11 @@ def test_the_summary_says_which_fused_kernels_were_programmatic_dependents():
     assert never == "- The fused decoder's GEMVs were launched as programmatic dependents."
     none = pdl_line({"fused_pdl": False, "fused_pdl_attention": 2})
     assert none == "- The fused decoder's GEMVs were launched in stream order (no PDL)."
+    one = pdl_line({"fused_pdl": True, "fused_pdl_attention": 2, "fused_one_kernel_attention": 16})
+    assert one.startswith(both) and one.endswith(
+        "From batch 16 its decode step ran rotary, the KV append and attention (with the slices'"
+        " combine) as one kernel."
+    )
+    assert pdl_line({"fused_pdl": True, "fused_one_kernel_attention": 0}) == pdl_line(
+        {"fused_pdl": True}
+    )
