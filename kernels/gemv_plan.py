@@ -44,6 +44,9 @@ def plan(m: int, n: int, k: int, element_size: int, sms: int, packed: bool = Fal
       against 62.5-63.8 (each within 3% of the fastest of 108 tilings, 54 of them on packed
       weights, at 4 and 16 rows). (Timed one call at a time after a flush, as the kernel sweep
       times them, the two plans measured within 3% of each other.)
+    - M = 2..8 on the FMA units instead (an fp32 [M, 4, 512] product per program, as at one
+      row) measured 0.94-1.3x the tl.dot path's time at 2 rows, 1.4-2.0x at 4 and 2.6-5x at 8
+      (packed Llama 3 8B shapes): the products outrun the FMA units from 4 rows; not taken.
     - Split-K cost 2-3 us for its second pass and lost wherever the grid already had one program
       per SM, so K is split only when the grid would leave half the SMs idle, and each split keeps
       >= 4 K steps.
