@@ -16,6 +16,11 @@ blocks for causal, the ragged tail when S is not a multiple of BLOCK_N). Causal 
 the diagonal: fully masked blocks are never loaded, halving the work. Programs for the last (most
 expensive) query blocks are launched first, and all heads of one query block run side by side, so
 the heads that share a kv head find it in L2.
+
+On a Hopper GPU, for fp16/bf16 with head_dim 64 or 128, the tuner also tries
+`kernels.attention_hopper`, which runs the softmax of one block beside the P V product of the
+one before (this kernel, in Triton, waits for every product before it exponentiates), and keeps
+whichever is faster for the shape.
 """
 
 from __future__ import annotations
@@ -28,20 +33,22 @@ import triton.language as tl
 
 from roofbench.theory.plan import KernelLaunch, LaunchPlan
 
+from . import attention_hopper
 from ._util import MAX_HEAD_DIM, MIN_HEAD_DIM, Tuner, check_float, is_interpreter, output
 
 LOG2E = 1.4426950408889634
 
 
-def _configs() -> list[dict]:
+def _configs(overlap: bool = False) -> list[dict]:
     """The launch configurations the tuner tries, in order of preference (a tie goes to the
-    earlier one)."""
+    earlier one); with `overlap` (a Hopper GPU and inputs `attention_hopper` takes) its
+    overlapped kernel's first, then this kernel's."""
     if is_interpreter():
         return [{"BLOCK_M": 16, "BLOCK_N": 16, "num_warps": 4, "num_stages": 1}]
     # Hopper: 128 query rows over 8 warps (two warp groups of wgmma); on an H200 128x64 with 3
     # stages won for d=128 causal, 4-warp 128-row tiles ran at half speed. BLOCK_M must be a
     # multiple of BLOCK_N so the causal diagonal starts on a block boundary.
-    return [
+    return (attention_hopper.configs() if overlap else []) + [
         {"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": w, "num_stages": s}
         for bm, bn, w, s in [
             (128, 64, 8, 3),
@@ -193,36 +200,39 @@ def _attn_fwd_kernel(
     tl.store(o_ptrs, o.to(o_ptr.dtype.element_ty), mask=(offs_m[:, None] < seq_len) & d_ok[None, :])
 
 
-def _key(bh: int, seq: int, head_dim: int, causal: bool, dtype) -> tuple:
-    return (bh, seq, head_dim, bool(causal), str(dtype))
+def _key(bh: int, seq: int, head_dim: int, causal: bool, dtype, overlap: bool = False) -> tuple:
+    return (bh, seq, head_dim, bool(causal), str(dtype), bool(overlap))
 
 
-def _tuned_blocks(bh: int, seq: int, head_dim: int, causal: bool) -> tuple[int, int] | None:
-    """(BLOCK_M, BLOCK_N) the tuner picked for this shape (any dtype), once it has run it."""
+def _tuned_config(bh: int, seq: int, head_dim: int, causal: bool) -> dict | None:
+    """The configuration the tuner picked for this shape (any dtype), once it has run it."""
     configs = _configs()
     if len(configs) == 1:  # nothing to tune (the interpreter's one configuration)
-        return configs[0]["BLOCK_M"], configs[0]["BLOCK_N"]
+        return configs[0]
     for key, cfg in _TUNER.cache.items():
         if key[:4] == _key(bh, seq, head_dim, causal, "")[:4]:
-            return cfg["BLOCK_M"], cfg["BLOCK_N"]
+            return cfg
     return None
 
 
 def launch_plan(batch: int, heads: int, seq: int, head_dim: int, causal: bool) -> LaunchPlan:
-    """One kernel on a (B * Hq, S / BLOCK_M) grid with the tile the tuner picked (undeclared
-    before it has run), the exponent in series with the products (no warp specialisation), and
-    the FP32 work per score counted from `_attn_blocks`: the row max (1), the scaled subtract
-    as one FMA (1), the row sum (1), the cast of P for the second product (0.5: two per
-    instruction), and the rescale of the accumulator, HEAD_DIM multiplies per row per BLOCK_N
-    keys (HEAD_DIM / BLOCK_N per score)."""
-    blocks = _tuned_blocks(batch * heads, seq, head_dim, causal)
-    if blocks is None:
+    """One kernel on a (B * Hq, S / BLOCK_M) grid with the configuration the tuner picked
+    (undeclared before it has run) and the FP32 work per score counted from `_attn_blocks`
+    (the same in `attention_hopper._softmax`): the row max (1), the scaled subtract as one FMA
+    (1), the row sum (1), the cast of P for the second product (0.5: two per instruction), and
+    the rescale of the accumulator, HEAD_DIM multiplies per row per BLOCK_N keys (HEAD_DIM /
+    BLOCK_N per score). The exponent runs in series with both products in this kernel, beside
+    the P V product in `attention_hopper`'s."""
+    cfg = _tuned_config(batch * heads, seq, head_dim, causal)
+    if cfg is None:
         return LaunchPlan((KernelLaunch("attn_fwd"),), notes=("tile not tuned yet",))
-    bm, bn = blocks
+    bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
     grid = (batch * heads, triton.cdiv(seq, bm))
+    overlap = bool(cfg.get("overlap"))
     return LaunchPlan(
-        (KernelLaunch("attn_fwd", grid, (bm, bn, head_dim)),),
+        (KernelLaunch("attn_fwd_overlap" if overlap else "attn_fwd", grid, (bm, bn, head_dim)),),
         alu_ops_per_score=3.5 + head_dim / bn,
+        exp_beside_pv=overlap,
     )
 
 
@@ -264,7 +274,12 @@ def attention(
     if not scale > 0:
         raise ValueError(f"scale must be positive, got {scale}")  # the kernel scales after the max
 
+    overlap = attention_hopper.supported(q, k, v) and o.is_contiguous()
+
     def launch(cfg: dict) -> None:
+        if cfg.get("overlap"):
+            attention_hopper.launch(q, k, v, o, causal, scale, cfg)
+            return
         _attn_fwd_kernel[(b * hq, triton.cdiv(s, cfg["BLOCK_M"]))](
             q, k, v, o, scale * LOG2E, s, hq, hq // k.shape[1],
             q.stride(0), q.stride(1), q.stride(2),
@@ -276,7 +291,8 @@ def attention(
             num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
         )  # fmt: skip
 
-    launch(_TUNER.pick(_key(b * hq, s, d, causal, dtype), _configs, launch))
+    key = _key(b * hq, s, d, causal, dtype, overlap)
+    launch(_TUNER.pick(key, lambda: _configs(overlap), launch))
     return o
 
 

@@ -90,9 +90,12 @@ class LaunchPlan:
     source: str = "declared"
     notes: tuple[str, ...] = field(default=())
     # Attention kernels: whether the softmax exponent overlaps the matrix products (ping-pong
-    # warpgroups), and the FP32 ALU operations per score besides the exp2 (scale, max, subtract,
-    # sum, convert), counted from the kernel's code.
+    # warpgroups), or only the second of them (P V of the previous block runs while the softmax
+    # of this one does: FlashAttention-3's intra-warpgroup pipelining), and the FP32 ALU
+    # operations per score besides the exp2 (scale, max, subtract, sum, convert), counted from
+    # the kernel's code.
     exp_overlapped: bool = False
+    exp_beside_pv: bool = False
     alu_ops_per_score: float = 0.0
     # The first kernel stands for a library's own kernels, which our code does not declare
     # (a profiler may observe them); not part of the record's text.
@@ -121,13 +124,15 @@ class LaunchPlan:
     def describe(self) -> str:
         """One line for a record, which `parse` reads back: e.g. `2 kernels: gemv grid 128x4x1
         tile 1x4x512 split 4 partial 1024; sum_splits grid 4 tile 1024 partial 1024`, then
-        `| alu 5.5` and `| exp overlapped` where declared."""
+        `| alu 5.5` and `| exp overlapped` or `| exp beside pv` where declared."""
         noun = "kernel" if self.launches == 1 else "kernels"
         text = f"{self.launches} {noun}: " + "; ".join(k.describe() for k in self.kernels)
         if self.alu_ops_per_score:
             text += f" | alu {self.alu_ops_per_score:g}"
         if self.exp_overlapped:
             text += " | exp overlapped"
+        if self.exp_beside_pv:
+            text += " | exp beside pv"
         return text
 
     @classmethod
@@ -138,4 +143,10 @@ class LaunchPlan:
         head, *flags = (part.strip() for part in text.split("|"))
         kernels = tuple(KernelLaunch.parse(k) for k in head.split(":", 1)[1].split(";"))
         alu = next((float(f.split()[1]) for f in flags if f.startswith("alu ")), 0.0)
-        return cls(kernels, source, exp_overlapped="exp overlapped" in flags, alu_ops_per_score=alu)
+        return cls(
+            kernels,
+            source,
+            exp_overlapped="exp overlapped" in flags,
+            exp_beside_pv="exp beside pv" in flags,
+            alu_ops_per_score=alu,
+        )

@@ -19,7 +19,8 @@ formula and where it comes from):
   on the SMs (`makespan_s`), the read bandwidth its programs' bytes in flight reach
   (`concurrency_s`, where the calibration probed it and the plan declares them), and for
   attention one exp2 per executed score on the special-function unit, in series with the
-  tensor cores unless the plan declares them overlapped (`exp_s`); and the tensor cores' rate
+  tensor cores unless the plan declares them overlapped, or overlapped with the P V half of the
+  products only (`exp_s`); and the tensor cores' rate
   of a kernel known to run mma.sync, not wgmma, from the calibration's mma.sync peak
   (`tensor_rate`).
 - T6 the per-score ALU work an implementation declares in its plan (`alu_s`).
@@ -374,6 +375,7 @@ def _compute_tiers(work: Work, plan, rate: float, cal: Calibration) -> tuple[flo
         # Without a declared tile: the exact pairs as one item per SM, evenly spread.
         items = items if items is not None else [scores(work) / cal.sms] * cal.sms
         overlapped = plan is not None and plan.exp_overlapped
+        beside_pv = plan is not None and plan.exp_beside_pv
         ops = plan.alu_ops_per_score if plan is not None else 0.0
         flops_per_score = 4.0 * work.head_dim
         tensor = [s * flops_per_score / per_sm for s in items]
@@ -381,7 +383,13 @@ def _compute_tiers(work: Work, plan, rate: float, cal: Calibration) -> tuple[flo
         alus = [alu_s(s, ops, cal) for s in items]
 
         def item(t, e, a=0.0):
-            return max(t, e + a) if overlapped else t + e + a
+            # Fully overlapped: the slower of the tensor cores and the softmax. Beside P V only:
+            # Q K^T (half the products) in series, then the softmax beside the other half.
+            if overlapped:
+                return max(t, e + a)
+            if beside_pv:
+                return t / 2 + max(t / 2, e + a)
+            return t + e + a
 
         t5 = makespan_s([item(t, e) for t, e in zip(tensor, exps, strict=True)], cal.sms)
         t6_items = [item(t, e, a) for t, e, a in zip(tensor, exps, alus, strict=True)]

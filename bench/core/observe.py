@@ -143,6 +143,7 @@ def observed_plan(kernels: list[ObservedKernel], work: Work, declared: LaunchPla
         source="observed",
         notes=("kernels and grids as torch.profiler listed them",),
         exp_overlapped=declared.exp_overlapped if declared else False,
+        exp_beside_pv=declared.exp_beside_pv if declared else False,
         alu_ops_per_score=declared.alu_ops_per_score if declared else 0.0,
     )
 

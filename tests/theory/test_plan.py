@@ -46,6 +46,13 @@ def test_a_plan_round_trips_through_its_text():
     assert back.source == "declared" and back.notes == ()  # notes are not in the text
 
 
+def test_the_exponent_beside_pv_round_trips():
+    plan = LaunchPlan((KernelLaunch("attn_fwd_overlap"),), exp_beside_pv=True)
+    assert plan.describe().endswith(" | exp beside pv")
+    back = LaunchPlan.parse(plan.describe())
+    assert back.exp_beside_pv is True and back.exp_overlapped is False
+
+
 def test_a_plan_without_flags_parses_without_them():
     plan = LaunchPlan((KernelLaunch("attn_fwd", grid=(64, 16), tile=(128, 64)),))
     back = LaunchPlan.parse(plan.describe(), source="observed")

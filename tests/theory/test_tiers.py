@@ -394,6 +394,21 @@ def test_overlapping_the_exponent_never_predicts_more_than_series(case):
             assert fast.tiers[tier] <= slow.tiers[tier]
 
 
+@pytest.mark.parametrize("case", ["prefill", "decode-split-kv"])
+def test_the_exponent_beside_pv_lies_between_full_overlap_and_series(case):
+    work, series = CASES[case]
+    full = plan(*series.kernels, exp_overlapped=True, alu_ops_per_score=6.0)
+    beside = plan(*series.kernels, exp_beside_pv=True, alu_ops_per_score=6.0)
+    series = plan(*series.kernels, alu_ops_per_score=6.0)
+    for method, gap in METHODS:
+        t = [predict(work, method, p, gap).tiers["T6"] for p in (full, beside, series)]
+        assert t[0] <= t[1] <= t[2]
+    if case == "prefill":  # compute-bound, the exponent a real part of it: strictly between
+        method, gap = METHODS[0]
+        t = [predict(work, method, p, gap).tiers["T6"] for p in (full, beside, series)]
+        assert t[0] < t[1] < t[2]
+
+
 nonneg = st.floats(0, 1e13)
 
 

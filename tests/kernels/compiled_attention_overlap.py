@@ -1,0 +1,70 @@
+"""Compile `kernels.attention_hopper` (Gluon) for sm_90 on a machine without a GPU and print, per
+configuration and head dimension, what the compiled kernel shows: its shared memory, the wgmma
+instructions and the wait depths, the exp2 instructions and whether P went through shared memory.
+
+Run as a script in a process of its own, without TRITON_INTERPRET. A Gluon launch asks the
+active driver for the target and a stream; a stand-in answers sm_90 and `warmup` compiles
+without launching. Prints one JSON object per line.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import torch
+import triton
+from triton.backends.compiler import GPUTarget
+
+WAIT = r"wgmma\.wait_group\.sync\.aligned\s+(\d+)"
+
+
+class _Sm90:
+    """The driver calls a compile-only warmup makes."""
+
+    def get_current_target(self):
+        return GPUTarget("cuda", 90, 32)
+
+    def get_current_device(self):
+        return 0
+
+    def get_current_stream(self, device=None):
+        return 0
+
+    def get_active_torch_device(self):
+        return torch.device("cpu")
+
+
+def main() -> None:
+    triton.runtime.driver.set_active(_Sm90())
+    from roofbench.kernels import attention_hopper as H
+
+    if not H.HAS_GLUON:
+        print(json.dumps({"gluon": False}))
+        return
+    for head_dim in H.HEAD_DIMS:
+        q = torch.randn(1, 4, 512, head_dim, dtype=torch.bfloat16)
+        kv = torch.randn(1, 2, 512, head_dim, dtype=torch.bfloat16)
+        for cfg in H.configs():
+            q_desc, k_desc, v_desc = H.descriptors(q, kv, kv, cfg["BLOCK_M"], cfg["BLOCK_N"])
+            kernel = H._attn_fwd_overlap.warmup(
+                q_desc, k_desc, v_desc, q, 0.1, 512, 4, 2, *q.stride()[:3],
+                HEAD_DIM=head_dim, CAUSAL=True, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"],
+                K_STAGES=cfg["K_STAGES"], V_STAGES=cfg["V_STAGES"],
+                num_warps=cfg["num_warps"], grid=(1,),
+            )  # fmt: skip
+            ptx = kernel.asm["ptx"]
+            line = {
+                "head_dim": head_dim,
+                "cfg": cfg,
+                "shared": kernel.metadata.shared,
+                "wgmma": ptx.count("wgmma.mma_async"),
+                "waits": [int(w) for w in re.findall(WAIT, ptx)],
+                "ex2": ptx.count("ex2.approx"),
+                "st_shared": ptx.count("st.shared"),
+            }
+            print(json.dumps(line), flush=True)
+
+
+if __name__ == "__main__":
+    main()
