@@ -52,18 +52,8 @@ LOG2E = 1.4426950408889634
 # accumulator of 64 x 128 fp32 is 64 registers a thread).
 HEAD_DIMS = (64, 128)
 # (BLOCK_M, BLOCK_N, K_STAGES, V_STAGES, num_warps); 64 x 64 with 3 + 3 stages is 112 KiB of
-# shared memory: two programs per SM. 128 query rows on one warpgroup (BLOCK_N 32 keeps it at
-# 254 registers a thread, no spills, for d = 128) read each K/V tile for twice the rows, two
-# programs per SM still; 128 rows on two warpgroups (8 warps) keep them in step at every slot's
-# barrier, which on an H200 ran slower than two 64-row programs.
-CONFIGS = (
-    (64, 64, 3, 3, 4),
-    (64, 64, 4, 2, 4),
-    (64, 64, 2, 2, 4),
-    (128, 32, 4, 4, 4),
-    (128, 32, 3, 3, 4),
-    (128, 64, 3, 3, 8),
-)
+# shared memory: two programs per SM.
+CONFIGS = ((64, 64, 3, 3, 4), (64, 64, 4, 2, 4), (64, 64, 2, 2, 4), (128, 64, 3, 3, 8))
 
 
 def supported(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
