@@ -112,6 +112,12 @@ class LaunchPlan:
         return len(self.kernels)
 
     @property
+    def products_in_series(self) -> float:
+        """The share of an attention kernel's matrix products its softmax waits for: all (1),
+        none (0: overlapped), or Q K^T, half of them (0.5: the softmax beside P V only)."""
+        return 0.0 if self.exp_overlapped else 0.5 if self.exp_beside_pv else 1.0
+
+    @property
     def main(self) -> KernelLaunch:
         """The kernel that does the op's work: the first with a declared tile, else the first."""
         return next((k for k in self.kernels if k.tile), self.kernels[0])

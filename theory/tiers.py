@@ -374,8 +374,7 @@ def _compute_tiers(work: Work, plan, rate: float, cal: Calibration) -> tuple[flo
         items = attention_items(work, plan)
         # Without a declared tile: the exact pairs as one item per SM, evenly spread.
         items = items if items is not None else [scores(work) / cal.sms] * cal.sms
-        overlapped = plan is not None and plan.exp_overlapped
-        beside_pv = plan is not None and plan.exp_beside_pv
+        series = plan.products_in_series if plan is not None else 1.0
         ops = plan.alu_ops_per_score if plan is not None else 0.0
         flops_per_score = 4.0 * work.head_dim
         tensor = [s * flops_per_score / per_sm for s in items]
@@ -383,13 +382,7 @@ def _compute_tiers(work: Work, plan, rate: float, cal: Calibration) -> tuple[flo
         alus = [alu_s(s, ops, cal) for s in items]
 
         def item(t, e, a=0.0):
-            # Fully overlapped: the slower of the tensor cores and the softmax. Beside P V only:
-            # Q K^T (half the products) in series, then the softmax beside the other half.
-            if overlapped:
-                return max(t, e + a)
-            if beside_pv:
-                return t / 2 + max(t / 2, e + a)
-            return t + e + a
+            return series * t + max((1.0 - series) * t, e + a)
 
         t5 = makespan_s([item(t, e) for t, e in zip(tensor, exps, strict=True)], cal.sms)
         t6_items = [item(t, e, a) for t, e, a in zip(tensor, exps, alus, strict=True)]

@@ -38,16 +38,26 @@ def is_roofbench_checkout(root: Path) -> bool:
         return False
 
 
+# The tracked files whose edits change what a run measures or predicts.
+SOURCE_PATHS = ("theory", "kernels", "bench", "pyproject.toml")
+
+
 def commit() -> str:
     """roofbench's own source revision: $ROOFBENCH_COMMIT if set (a copied tree has no .git),
     else git's for the checkout roofbench runs from, but only when that checkout is roofbench's
-    (an installed copy inside some other repository must not record that repository's)."""
+    (an installed copy inside some other repository must not record that repository's), with
+    `+dirty` when the sources differ from that commit (a tree copied over an older .git, or
+    uncommitted edits: the code that ran is not the commit's)."""
     if os.environ.get("ROOFBENCH_COMMIT"):
         return os.environ["ROOFBENCH_COMMIT"]
     top = _git("rev-parse", "--show-toplevel")
     if not top or Path(top).resolve() != SOURCE_ROOT or not is_roofbench_checkout(SOURCE_ROOT):
         return "unknown"
-    return _git("rev-parse", "--short=12", "HEAD") or "unknown"
+    head = _git("rev-parse", "--short=12", "HEAD")
+    if not head:
+        return "unknown"
+    changed = _git("status", "--porcelain", "--untracked-files=no", "--", *SOURCE_PATHS)
+    return head if changed == "" else head + "+dirty"
 
 
 def version() -> str:

@@ -108,6 +108,26 @@ def test_the_recorded_commit_is_roofbenchs_not_the_current_directorys(tmp_path, 
     assert identity.versions()["roofbench"] == identity.version() != ""
 
 
+def test_a_tree_that_differs_from_its_commit_is_recorded_dirty(tmp_path, monkeypatch):
+    monkeypatch.delenv("ROOFBENCH_COMMIT", raising=False)
+    repo = tmp_path / "roofbench-copy"
+    (repo / "kernels").mkdir(parents=True)
+    (repo / "pyproject.toml").write_text('[project]\nname = "roofbench"\n')
+    (repo / "kernels" / "k.py").write_text("A = 1\n")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "one"], check=True)
+    monkeypatch.setattr(identity, "SOURCE_ROOT", repo.resolve())
+    clean = identity.commit()
+    assert len(clean) == 12 and "+" not in clean
+    (repo / "kernels" / "k.py").write_text("A = 2\n")  # the code that runs is not the commit's
+    assert identity.commit() == clean + "+dirty"
+    (repo / "notes.txt").write_text("untracked, outside the sources\n")
+    (repo / "kernels" / "k.py").write_text("A = 1\n")
+    assert identity.commit() == clean
+
+
 @pytest.mark.parametrize("swallowed", [False, True], ids=["raised", "swallowed by the case"])
 def test_sigterm_keeps_the_rows_writes_the_summary_and_exits_143(swallowed, tmp_path, monkeypatch):
     """The measuring loop on the CPU with the CUDA pieces faked: a SIGTERM after the second
