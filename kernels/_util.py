@@ -18,6 +18,8 @@ except ImportError:  # pragma: no cover - older Triton
 # Under Triton's CPU interpreter nothing is compiled and every program runs in numpy, one after
 # another; the launchers pick one small configuration there instead of autotuning on the GPU.
 H100_SMS = 132
+# log2(e): the attention kernels take exp(x) as exp2(x * LOG2E), the multiply folded into the scale.
+LOG2E = 1.4426950408889634
 # Head dimensions the attention kernels take: padded to the next power of two inside (tl.dot's
 # K step needs >= 16; 256 is the largest any served decoder uses).
 MIN_HEAD_DIM, MAX_HEAD_DIM = 16, 256

@@ -34,9 +34,7 @@ import triton.language as tl
 from roofbench.theory.plan import KernelLaunch, LaunchPlan
 
 from . import attention_hopper
-from ._util import MAX_HEAD_DIM, MIN_HEAD_DIM, Tuner, check_float, is_interpreter, output
-
-LOG2E = 1.4426950408889634
+from ._util import LOG2E, MAX_HEAD_DIM, MIN_HEAD_DIM, Tuner, check_float, is_interpreter, output
 
 
 def _configs(overlap: bool = False) -> list[dict]:

@@ -52,9 +52,8 @@ try:  # Gluon: Triton >= 3.5
 except ImportError:  # pragma: no cover - older Triton: the pointer kernel serves
     HAS_GLUON = False
 
-from ._util import is_interpreter
+from ._util import LOG2E, _capability, has_tma, tma_compatible
 
-LOG2E = 1.4426950408889634
 # The head dimensions this kernel is built and checked for (wgmma N = head_dim; one warpgroup's
 # accumulator of 64 x 128 fp32 is 64 registers a thread).
 HEAD_DIMS = (64, 128)
@@ -64,19 +63,24 @@ CONFIGS = ((64, 64, 3, 3, 4), (64, 64, 4, 2, 4), (64, 64, 2, 2, 4), (128, 64, 3,
 
 
 def supported(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
-    """True where this kernel runs: Gluon present, a Hopper GPU (sm_90), fp16/bf16, head_dim 64
-    or 128, contiguous [B, H, S, D] tensors (the 2-D descriptors' rows) on 16-byte boundaries,
-    and rows that fit TMA's 32-bit coordinates."""
-    if not HAS_GLUON or is_interpreter() or q.device.type != "cuda":
+    """True where this kernel runs: Gluon present, a Hopper GPU (sm_90: wgmma), fp16/bf16,
+    head_dim 64 or 128, contiguous [B, H, S, D] tensors whose [rows, D] views can back TMA
+    descriptors, and rows that fit TMA's 32-bit coordinates."""
+    if not HAS_GLUON or not has_tma(q.device):
         return False
-    if torch.cuda.get_device_capability(q.device)[0] != 9:
+    if (
+        _capability(q.device.index if q.device.index is not None else torch.cuda.current_device())[
+            0
+        ]
+        != 9
+    ):
         return False
     if q.dtype not in (torch.float16, torch.bfloat16) or q.shape[-1] not in HEAD_DIMS:
         return False
-    tensors = (q, k, v)
-    if not all(t.is_contiguous() and t.data_ptr() % 16 == 0 for t in tensors):
+    if not all(t.is_contiguous() for t in (q, k, v)):
         return False
-    return q.numel() // q.shape[-1] < 2**31
+    d = q.shape[-1]
+    return tma_compatible(q.view(-1, d), k.view(-1, d), v.view(-1, d)) and q.numel() // d < 2**31
 
 
 if HAS_GLUON:

@@ -32,6 +32,7 @@ import triton.language as tl
 from roofbench.theory.plan import KernelLaunch, LaunchPlan
 
 from ._util import (
+    LOG2E,
     MAX_HEAD_DIM,
     MIN_HEAD_DIM,
     check_float,
@@ -43,7 +44,6 @@ from ._util import (
     output,
 )
 
-LOG2E = 1.4426950408889634
 MAX_SPLITS = 256
 
 
