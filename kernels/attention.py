@@ -33,7 +33,7 @@ import triton.language as tl
 
 from roofbench.theory.plan import KernelLaunch, LaunchPlan
 
-from . import attention_hopper
+from . import attention_hopper, attention_hopper_ws
 from ._util import LOG2E, MAX_HEAD_DIM, MIN_HEAD_DIM, Tuner, check_float, is_interpreter, output
 
 
@@ -46,7 +46,8 @@ def _configs(overlap: bool = False) -> list[dict]:
     # Hopper: 128 query rows over 8 warps (two warp groups of wgmma); on an H200 128x64 with 3
     # stages won for d=128 causal, 4-warp 128-row tiles ran at half speed. BLOCK_M must be a
     # multiple of BLOCK_N so the causal diagonal starts on a block boundary.
-    return (attention_hopper.configs() if overlap else []) + [
+    hopper = attention_hopper_ws.configs() + attention_hopper.configs() if overlap else []
+    return hopper + [
         {"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": w, "num_stages": s}
         for bm, bn, w, s in [
             (128, 64, 8, 3),
@@ -226,9 +227,12 @@ def launch_plan(batch: int, heads: int, seq: int, head_dim: int, causal: bool) -
         return LaunchPlan((KernelLaunch("attn_fwd"),), notes=("tile not tuned yet",))
     bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
     grid = (batch * heads, triton.cdiv(seq, bm))
-    overlap = bool(cfg.get("overlap"))
+    if cfg.get("BATCH_MAJOR"):
+        grid = (heads * triton.cdiv(seq, bm), batch)
+    overlap = bool(cfg.get("overlap") or cfg.get("ws"))
+    name = "attn_fwd_ws" if cfg.get("ws") else "attn_fwd_overlap" if overlap else "attn_fwd"
     return LaunchPlan(
-        (KernelLaunch("attn_fwd_overlap" if overlap else "attn_fwd", grid, (bm, bn, head_dim)),),
+        (KernelLaunch(name, grid, (bm, bn, head_dim)),),
         alu_ops_per_score=3.5 + head_dim / bn,
         exp_beside_pv=overlap,
     )
@@ -275,6 +279,9 @@ def attention(
     overlap = attention_hopper.supported(q, k, v) and o.is_contiguous()
 
     def launch(cfg: dict) -> None:
+        if cfg.get("ws"):
+            attention_hopper_ws.launch(q, k, v, o, causal, scale, cfg)
+            return
         if cfg.get("overlap"):
             attention_hopper.launch(q, k, v, o, causal, scale, cfg)
             return

@@ -15,14 +15,13 @@ one warpgroup per BLOCK_M = 64 query rows (4 warps), so that two programs share 
 each other's gaps. K and V stream through rings of shared memory by TMA (K_STAGES and V_STAGES
 deep), each slot with its own mbarrier; a slot is refilled once every warp is past the wgmma that
 read it. This is FlashAttention-3's intra-warpgroup pipelining (Shah et al. 2024, Alg. 2),
-without its producer warp and ping-pong barriers.
+without its producer warp: `kernels.attention_hopper_ws` adds it, with two consumers sharing
+each K/V tile.
 
-On an H200 (causal, 32 query and 8 KV heads of 128, bf16) the tuner kept this kernel over the
-Triton one up to S = 8192 at batch 1 and at S = 1024-2048 at batch 8, and the Triton kernel's
-128-row tiles beyond, where this one ran about 40% slower than its schedule predicts. A likely
-missing term: a 64-row program reads every K/V tile for half as many rows, twice the L2-to-SM
-traffic per flop; 128 rows on two warpgroups (8 warps) meet at every slot's barrier, in step,
-and ran slower still.
+On an H200 (causal, 32 query and 8 KV heads of 128, bf16) this kernel is fastest for short
+sequences (S <= 2048); beyond, the warp-specialized kernel is: a 64-row program reads every K/V
+tile for half as many rows (twice the shared-memory and L2 traffic per flop), and 128 rows on
+two warpgroups here (8 warps) meet at every slot's CTA barrier, in step, and ran slower still.
 
 Q, K, V are read through 2-D descriptors over [B * H * S, D] rows: a tile that runs past its
 head's S rows reads the next head's rows (finite values, masked out of the scores as key >= S,
@@ -57,9 +56,10 @@ from ._util import LOG2E, _capability, has_tma, tma_compatible
 # The head dimensions this kernel is built and checked for (wgmma N = head_dim; one warpgroup's
 # accumulator of 64 x 128 fp32 is 64 registers a thread).
 HEAD_DIMS = (64, 128)
-# (BLOCK_M, BLOCK_N, K_STAGES, V_STAGES, num_warps); 64 x 64 with 3 + 3 stages is 112 KiB of
-# shared memory: two programs per SM.
-CONFIGS = ((64, 64, 3, 3, 4), (64, 64, 4, 2, 4), (64, 64, 2, 2, 4), (128, 64, 3, 3, 8))
+# (BLOCK_M, BLOCK_N, K_STAGES, V_STAGES, num_warps, Q_REGS); 64 x 64 with 3 + 3 stages is 112
+# KiB of shared memory: two programs per SM. Q as the register operand of Q K^T (Q_REGS) ran 2-6%
+# faster on an H200; 128 rows (one warpgroup on 32-key blocks, or two on 64 or 128) ran slower.
+CONFIGS = ((64, 64, 3, 3, 4, True), (64, 64, 4, 2, 4, True), (64, 64, 2, 2, 4, True))
 
 
 def supported(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
@@ -114,7 +114,7 @@ if HAS_GLUON:
         stride_ob, stride_oh, stride_os,
         HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr,
         BLOCK_N: gl.constexpr, K_STAGES: gl.constexpr, V_STAGES: gl.constexpr,
-        num_warps: gl.constexpr,
+        Q_REGS: gl.constexpr, num_warps: gl.constexpr,
     ):  # fmt: skip
         bh = gl.program_id(0)
         start_m = gl.num_programs(1) - 1 - gl.program_id(1)  # most expensive query blocks first
@@ -172,8 +172,12 @@ if HAS_GLUON:
 
         # Block 0: scores and softmax; its P V is issued beside block 1's scores.
         mbarrier.wait(q_bar, 0)
+        if Q_REGS:  # Q as the register A operand: the Q K^T product reads only K from shared
+            q_a = q_smem.load(gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2))
+        else:
+            q_a = q_smem
         mbarrier.wait(k_bar.index(0), 0)
-        s = warpgroup_mma(q_smem, k_smem.index(0).permute((1, 0)), s_zero, use_acc=False,
+        s = warpgroup_mma(q_a, k_smem.index(0).permute((1, 0)), s_zero, use_acc=False,
                           is_async=True)  # fmt: skip
         s = warpgroup_mma_wait(0, deps=(s,))
         _cta_barrier()  # every warp is past K_0: its slot takes block K_STAGES
@@ -190,7 +194,7 @@ if HAS_GLUON:
             slot = j % K_STAGES
             prev = (j - 1) % V_STAGES
             mbarrier.wait(k_bar.index(slot), (j // K_STAGES) & 1)
-            s_tok = warpgroup_mma(q_smem, k_smem.index(slot).permute((1, 0)), s_zero,
+            s_tok = warpgroup_mma(q_a, k_smem.index(slot).permute((1, 0)), s_zero,
                                   use_acc=False, is_async=True)  # fmt: skip
             mbarrier.wait(v_bar.index(prev), ((j - 1) // V_STAGES) & 1)
             acc = acc * gl.convert_layout(alpha, row_o)[:, None]
@@ -253,7 +257,8 @@ def launch(q, k, v, o, causal: bool, scale: float, cfg: dict):
         q_desc, k_desc, v_desc, o, scale * LOG2E, s, hq, hq // k.shape[1],
         o.stride(0), o.stride(1), o.stride(2),
         HEAD_DIM=d, CAUSAL=bool(causal), BLOCK_M=bm, BLOCK_N=bn,
-        K_STAGES=cfg["K_STAGES"], V_STAGES=cfg["V_STAGES"], num_warps=cfg["num_warps"],
+        K_STAGES=cfg["K_STAGES"], V_STAGES=cfg["V_STAGES"], Q_REGS=bool(cfg.get("Q_REGS")),
+        num_warps=cfg["num_warps"],
     )  # fmt: skip
 
 
@@ -261,6 +266,6 @@ def configs() -> list[dict]:
     """The tuner's candidates, marked `overlap` (the launcher dispatches on it)."""
     return [
         {"BLOCK_M": bm, "BLOCK_N": bn, "K_STAGES": ks, "V_STAGES": vs, "num_warps": w,
-         "overlap": True}
-        for bm, bn, ks, vs, w in CONFIGS
+         "Q_REGS": qr, "overlap": True}
+        for bm, bn, ks, vs, w, qr in CONFIGS
     ]  # fmt: skip

@@ -17,6 +17,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 
 WAIT = r"wgmma\.wait_group\.sync\.aligned\s+(\d+)"
+SETMAXNREG = r"setmaxnreg\.(?:inc|dec)\.sync\.aligned\.u32\s+(\d+)"
 
 
 class _Sm90:
@@ -38,6 +39,7 @@ class _Sm90:
 def main() -> None:
     triton.runtime.driver.set_active(_Sm90())
     from roofbench.kernels import attention_hopper as H
+    from roofbench.kernels import attention_hopper_ws as W
 
     if not H.HAS_GLUON:
         print(json.dumps({"gluon": False}))
@@ -50,20 +52,35 @@ def main() -> None:
             kernel = H._attn_fwd_overlap.warmup(
                 q_desc, k_desc, v_desc, q, 0.1, 512, 4, 2, *q.stride()[:3],
                 HEAD_DIM=head_dim, CAUSAL=True, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"],
-                K_STAGES=cfg["K_STAGES"], V_STAGES=cfg["V_STAGES"],
+                K_STAGES=cfg["K_STAGES"], V_STAGES=cfg["V_STAGES"], Q_REGS=bool(cfg.get("Q_REGS")),
                 num_warps=cfg["num_warps"], grid=(1,),
             )  # fmt: skip
-            ptx = kernel.asm["ptx"]
-            line = {
-                "head_dim": head_dim,
-                "cfg": cfg,
-                "shared": kernel.metadata.shared,
-                "wgmma": ptx.count("wgmma.mma_async"),
-                "waits": [int(w) for w in re.findall(WAIT, ptx)],
-                "ex2": ptx.count("ex2.approx"),
-                "st_shared": ptx.count("st.shared"),
-            }
-            print(json.dumps(line), flush=True)
+            print(json.dumps(_facts(kernel, head_dim, cfg)), flush=True)
+        for cfg in W.configs():
+            q_desc, k_desc, v_desc = H.descriptors(q, kv, kv, 64, cfg["BLOCK_N"])
+            kernel = W._attn_fwd_ws.warmup(
+                q_desc, k_desc, v_desc, q, 0.1, 512, 4, 2, *q.stride()[:3],
+                HEAD_DIM=head_dim, CAUSAL=True, BLOCK_N=cfg["BLOCK_N"],
+                K_STAGES=cfg["K_STAGES"], V_STAGES=cfg["V_STAGES"],
+                BATCH_MAJOR=cfg["BATCH_MAJOR"], num_warps=4, maxnreg=W.MAXNREG, grid=(1,),
+            )  # fmt: skip
+            print(json.dumps(_facts(kernel, head_dim, cfg)), flush=True)
+
+
+def _facts(kernel, head_dim: int, cfg: dict) -> dict:
+    ptx = kernel.asm["ptx"]
+    return {
+        "head_dim": head_dim,
+        "cfg": cfg,
+        "shared": kernel.metadata.shared,
+        "wgmma": ptx.count("wgmma.mma_async"),
+        "waits": [int(w) for w in re.findall(WAIT, ptx)],
+        "ex2": ptx.count("ex2.approx"),
+        # Stores to shared memory at a computed address (data); a warp-specialized kernel also
+        # writes its partitions' start words at fixed addresses, which are not counted.
+        "st_shared": len(re.findall(r"st\.shared\S*\s+\[(?!global_smem\+\d+\])", ptx)),
+        "setmaxnreg": sorted({int(r) for r in re.findall(SETMAXNREG, ptx)}),
+    }
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""`kernels.attention_hopper` as Triton compiles it for sm_90 (no GPU needed): the schedule its
-plan declares (the softmax beside the P V product) is what the compiled kernel does, and its
-shared memory is the rings its configurations name."""
+"""`kernels.attention_hopper` and its warp-specialized variant `kernels.attention_hopper_ws` as
+Triton compiles them for sm_90 (no GPU needed): the schedule their plan declares (the softmax
+beside the P V product) is what the compiled kernel does, their shared memory is the rings their
+configurations name, and the warp-specialized one gives its partitions the registers it names."""
 
 import json
 from pathlib import Path
@@ -19,18 +20,33 @@ def compiled(compile_script):
 
 def test_every_configuration_compiles_for_sm90(compiled):
     from roofbench.kernels import attention_hopper as H
+    from roofbench.kernels import attention_hopper_ws as W
 
     if compiled == [{"gluon": False}]:
         pytest.skip("this Triton has no Gluon")
-    assert len(compiled) == len(H.HEAD_DIMS) * len(H.CONFIGS)
+    assert len(compiled) == len(H.HEAD_DIMS) * (len(H.CONFIGS) + len(W.CONFIGS))
 
 
 def test_the_scores_are_waited_for_while_the_pv_product_runs(compiled):
     for x in (c for c in compiled if "cfg" in c):
         # Block 0's scores (0), block j's scores with P V of j-1 in flight (1), P V (0), the
         # last P V (0): the 1 is the overlap; a kernel that waits for everything has none.
-        assert x["waits"] == [0, 1, 0, 0], x
+        # The warp-specialized kernel has this sequence once per consumer warpgroup.
+        consumers = 2 if x["cfg"].get("ws") else 1
+        assert sorted(x["waits"]) == [0] * (3 * consumers) + [1] * consumers, x
+        if consumers == 1:
+            assert x["waits"] == [0, 1, 0, 0], x
         assert x["st_shared"] == 0, x  # P reaches the second product in registers
+
+
+def test_warp_specialized_partitions_get_their_registers(compiled):
+    from roofbench.kernels import attention_hopper_ws as W
+
+    ws = [c for c in compiled if c.get("cfg", {}).get("ws")]
+    for x in ws:
+        # setmaxnreg to the consumers' and the producer's budgets
+        assert {W.CONSUMER_REGS.value, W.PRODUCER_REGS.value} <= set(x["setmaxnreg"]), x
+    assert all(not c["setmaxnreg"] for c in compiled if "cfg" in c and c not in ws)
 
 
 def test_shared_memory_is_q_and_the_two_rings(compiled):
@@ -65,6 +81,7 @@ def test_every_configuration_matches_float64(batch, heads, kv_heads, seq, head_d
     import torch
 
     from roofbench.kernels import attention_hopper as H
+    from roofbench.kernels import attention_hopper_ws as W
 
     gen = torch.Generator(device="cuda").manual_seed(seq * 31 + heads)
     dt = getattr(torch, dtype)
@@ -77,8 +94,8 @@ def test_every_configuration_matches_float64(batch, heads, kv_heads, seq, head_d
         pytest.skip("needs a Hopper GPU (sm_90) and a Triton with Gluon")
     want = _float64_attention(q, k, v, causal)
     tol = 2e-2 if dt == torch.bfloat16 else 4e-3  # P in the input dtype, randn inputs
-    for cfg in H.configs():
+    for kernel, cfg in [(H, c) for c in H.configs()] + [(W, c) for c in W.configs()]:
         out = torch.full_like(q, float("nan"))  # a row never written stays NaN
-        H.launch(q, k, v, out, causal, head_dim**-0.5, cfg)
+        kernel.launch(q, k, v, out, causal, head_dim**-0.5, cfg)
         err = (out.double() - want).abs().max().item()
         assert err < tol, (cfg, err)
