@@ -18,9 +18,9 @@ expensive) query blocks are launched first, and all heads of one query block run
 the heads that share a kv head find it in L2.
 
 On a Hopper GPU, for fp16/bf16 with head_dim 64 or 128, the tuner also tries
-`kernels.attention_hopper`, which runs the softmax of one block beside the P V product of the
-one before (this kernel, in Triton, waits for every product before it exponentiates), and keeps
-whichever is faster for the shape.
+`kernels.attention_hopper` and its warp-specialized form `kernels.attention_hopper_ws`, which run
+the softmax of one block beside the P V product of the one before (this kernel, in Triton, waits
+for every product before it exponentiates), and keeps whichever is faster for the shape.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ from ._util import LOG2E, MAX_HEAD_DIM, MIN_HEAD_DIM, Tuner, check_float, is_int
 
 def _configs(overlap: bool = False) -> list[dict]:
     """The launch configurations the tuner tries, in order of preference (a tie goes to the
-    earlier one); with `overlap` (a Hopper GPU and inputs `attention_hopper` takes) its
-    overlapped kernel's first, then this kernel's."""
+    earlier one); with `overlap` (a Hopper GPU and inputs `attention_hopper` takes) the
+    warp-specialized and the overlapped kernels' first, then this kernel's."""
     if is_interpreter():
         return [{"BLOCK_M": 16, "BLOCK_N": 16, "num_warps": 4, "num_stages": 1}]
     # Hopper: 128 query rows over 8 warps (two warp groups of wgmma); on an H200 128x64 with 3
