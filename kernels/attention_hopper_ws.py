@@ -9,8 +9,9 @@ K_STAGES and V_STAGES slots. Slots hand over through mbarriers, full (the TMA la
 and drift apart freely: while one exponentiates, the other's products hold the tensor cores.
 This is FlashAttention-3's producer/consumer split (Shah et al. 2024, Sec. 3.1) with its
 intra-warpgroup overlap (Alg. 2), without the barriers that force the two consumers' products to
-alternate (its ping-pong): on an H200 that order ran 1-3% slower. Q is the register operand of
-Q K^T, so that product reads only K from shared memory (5-10% faster than both from shared).
+alternate (its ping-pong): on an H200 that order ran 1-3% slower. With 64-key blocks Q is the
+register operand of Q K^T, so that product reads only K from shared memory (5-10% faster than
+both from shared).
 
 Registers are set per partition (setmaxnreg): each consumer 240 a thread, the producer 24.
 Tiles past a head's rows and the masking follow `kernels.attention_hopper`.
@@ -34,9 +35,15 @@ if base.HAS_GLUON:
 
     _load, _mask, _softmax, _tma_load = base._load, base._mask, base._softmax, base._tma_load
 
-# (BLOCK_N, K_STAGES, V_STAGES, BATCH_MAJOR); each program is 128 query rows on two consumers.
-# 64-key blocks: 128 would need more than the consumers' 240 registers a thread.
-CONFIGS = ((64, 3, 3, True), (64, 2, 2, True), (64, 3, 3, False))
+# (BLOCK_N, K_STAGES, V_STAGES, BATCH_MAJOR, Q_REGS); each program is 128 query rows on two
+# consumers. 128-key blocks fit the consumers' 240 registers a thread only with Q in shared
+# memory (with Q in registers the compiled kernel spills).
+CONFIGS = (
+    (64, 3, 3, True, True),
+    (64, 2, 2, True, True),
+    (64, 3, 3, False, True),
+    (128, 2, 2, True, False),
+)
 # Registers a thread: consumer warpgroups, producer warp (padded to a warpgroup), and the
 # kernel's limit before the split, 12 warps x 32 threads x MAXNREG <= 65536.
 MAXNREG = 168
@@ -70,7 +77,7 @@ if base.HAS_GLUON:
         wg: gl.constexpr, q_smem, k_smem, v_smem, q_bar, k_full, k_empty, v_full, v_empty,
         o_head, stride_os, qk_scale, seq_len, row0, n_blocks,
         HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr,
-        K_STAGES: gl.constexpr, V_STAGES: gl.constexpr,
+        K_STAGES: gl.constexpr, V_STAGES: gl.constexpr, Q_REGS: gl.constexpr,
     ):  # fmt: skip
         BLOCK_M: gl.constexpr = q_smem.type.shape[1]
         s_layout: gl.constexpr = gl.NVMMADistributedLayout(
@@ -92,10 +99,14 @@ if base.HAS_GLUON:
         s_zero = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, s_layout)
         v_dtype: gl.constexpr = v_smem.dtype
 
-        # Q as the register A operand: the Q K^T product reads only K from shared memory.
         mbarrier.wait(q_bar.index(wg), 0)
-        q_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2)
-        q_a = q_smem.index(wg).load(q_layout)
+        if Q_REGS:  # Q as the register A operand: Q K^T reads only K from shared memory
+            q_layout: gl.constexpr = gl.DotOperandLayout(
+                operand_index=0, parent=s_layout, k_width=2
+            )
+            q_a = q_smem.index(wg).load(q_layout)
+        else:
+            q_a = q_smem.index(wg)
         mbarrier.wait(k_full.index(0), 0)
         s = warpgroup_mma(q_a, k_smem.index(0).permute((1, 0)), s_zero, use_acc=False,
                           is_async=True)  # fmt: skip
@@ -146,7 +157,7 @@ if base.HAS_GLUON:
         stride_ob, stride_oh, stride_os,
         HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr,
         K_STAGES: gl.constexpr, V_STAGES: gl.constexpr, BATCH_MAJOR: gl.constexpr,
-        num_warps: gl.constexpr,
+        Q_REGS: gl.constexpr, num_warps: gl.constexpr,
     ):  # fmt: skip
         half: gl.constexpr = q_desc.block_type.shape[0]
         # Most expensive query blocks first, every head of a query block side by side (the heads
@@ -199,10 +210,10 @@ if base.HAS_GLUON:
             [
                 (_consumer, (0, q_smem, k_smem, v_smem, q_bar, k_full, k_empty, v_full, v_empty,
                              o_head, stride_os, qk_scale, seq_len, row0, n_blocks, HEAD_DIM,
-                             CAUSAL, BLOCK_N, K_STAGES, V_STAGES)),
+                             CAUSAL, BLOCK_N, K_STAGES, V_STAGES, Q_REGS)),
                 (_consumer, (1, q_smem, k_smem, v_smem, q_bar, k_full, k_empty, v_full, v_empty,
                              o_head, stride_os, qk_scale, seq_len, row0, n_blocks, HEAD_DIM,
-                             CAUSAL, BLOCK_N, K_STAGES, V_STAGES)),
+                             CAUSAL, BLOCK_N, K_STAGES, V_STAGES, Q_REGS)),
                 (_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_full,
                              k_empty, v_full, v_empty, bh * seq_len + row0, kv_row0, n_blocks,
                              BLOCK_N, K_STAGES, V_STAGES)),
@@ -224,8 +235,8 @@ def launch(q, k, v, o, causal: bool, scale: float, cfg: dict):
         q_desc, k_desc, v_desc, o, scale * LOG2E, s, hq, hq // k.shape[1],
         o.stride(0), o.stride(1), o.stride(2),
         HEAD_DIM=d, CAUSAL=bool(causal), BLOCK_N=bn, K_STAGES=cfg["K_STAGES"],
-        V_STAGES=cfg["V_STAGES"], BATCH_MAJOR=bool(cfg["BATCH_MAJOR"]), num_warps=4,
-        maxnreg=MAXNREG,
+        V_STAGES=cfg["V_STAGES"], BATCH_MAJOR=bool(cfg["BATCH_MAJOR"]),
+        Q_REGS=bool(cfg["Q_REGS"]), num_warps=4, maxnreg=MAXNREG,
     )  # fmt: skip
 
 
@@ -233,6 +244,6 @@ def configs() -> list[dict]:
     """The tuner's candidates, marked `ws` (the launcher dispatches on it)."""
     return [
         {"BLOCK_M": 128, "BLOCK_N": bn, "K_STAGES": ks, "V_STAGES": vs, "BATCH_MAJOR": bm,
-         "num_warps": 4, "ws": True}
-        for bn, ks, vs, bm in CONFIGS
+         "Q_REGS": qr, "num_warps": 4, "ws": True}
+        for bn, ks, vs, bm, qr in CONFIGS
     ]  # fmt: skip

@@ -62,7 +62,8 @@ def main() -> None:
                 q_desc, k_desc, v_desc, q, 0.1, 512, 4, 2, *q.stride()[:3],
                 HEAD_DIM=head_dim, CAUSAL=True, BLOCK_N=cfg["BLOCK_N"],
                 K_STAGES=cfg["K_STAGES"], V_STAGES=cfg["V_STAGES"],
-                BATCH_MAJOR=cfg["BATCH_MAJOR"], num_warps=4, maxnreg=W.MAXNREG, grid=(1,),
+                BATCH_MAJOR=cfg["BATCH_MAJOR"], Q_REGS=cfg["Q_REGS"],
+                num_warps=4, maxnreg=W.MAXNREG, grid=(1,),
             )  # fmt: skip
             print(json.dumps(_facts(kernel, head_dim, cfg)), flush=True)
 
