@@ -203,18 +203,23 @@ def _key(bh: int, seq: int, head_dim: int, causal: bool, dtype, overlap: bool = 
     return (bh, seq, head_dim, bool(causal), str(dtype), bool(overlap))
 
 
-def _tuned_config(bh: int, seq: int, head_dim: int, causal: bool) -> dict | None:
-    """The configuration the tuner picked for this shape (any dtype), once it has run it."""
+def _tuned_config(bh: int, seq: int, head_dim: int, causal: bool, dtype=None) -> dict | None:
+    """The configuration the tuner picked for this shape and dtype (any dtype when None), once
+    it has run it."""
     configs = _configs()
     if len(configs) == 1:  # nothing to tune (the interpreter's one configuration)
         return configs[0]
+    n = 4 if dtype is None else 5
+    want = _key(bh, seq, head_dim, causal, "" if dtype is None else dtype)[:n]
     for key, cfg in _TUNER.cache.items():
-        if key[:4] == _key(bh, seq, head_dim, causal, "")[:4]:
+        if key[:n] == want:
             return cfg
     return None
 
 
-def launch_plan(batch: int, heads: int, seq: int, head_dim: int, causal: bool) -> LaunchPlan:
+def launch_plan(
+    batch: int, heads: int, seq: int, head_dim: int, causal: bool, dtype=None
+) -> LaunchPlan:
     """One kernel on a (B * Hq, S / BLOCK_M) grid with the configuration the tuner picked
     (undeclared before it has run) and the FP32 work per score counted from `_attn_blocks`
     (the same in `attention_hopper._softmax`): the row max (1), the scaled subtract as one FMA
@@ -222,7 +227,7 @@ def launch_plan(batch: int, heads: int, seq: int, head_dim: int, causal: bool) -
     the rescale of the accumulator, HEAD_DIM multiplies per row per BLOCK_N keys (HEAD_DIM /
     BLOCK_N per score). The exponent runs in series with both products in this kernel, beside
     the P V product in `attention_hopper`'s."""
-    cfg = _tuned_config(batch * heads, seq, head_dim, causal)
+    cfg = _tuned_config(batch * heads, seq, head_dim, causal, dtype)
     if cfg is None:
         return LaunchPlan((KernelLaunch("attn_fwd"),), notes=("tile not tuned yet",))
     bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]

@@ -157,7 +157,9 @@ def head_dim_in_range(case) -> str | None:
 
 
 def _triton_plan(case: PrefillAttentionCase) -> LaunchPlan:
-    return _attention.launch_plan(case.batch, case.heads, case.seq, case.head_dim, case.causal)
+    return _attention.launch_plan(
+        case.batch, case.heads, case.seq, case.head_dim, case.causal, case.torch_dtype
+    )
 
 
 register_impl(

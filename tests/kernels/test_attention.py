@@ -64,3 +64,20 @@ def test_attention_gpu(impl, batch, heads, kv_heads, seq, head_dim, dtype, causa
     case = AttentionCase(batch, heads, kv_heads, seq, head_dim, causal, dtype)
     res = check(impl, case, "cuda")
     assert res.ok, res
+
+
+def test_the_plan_is_the_configuration_tuned_for_its_dtype(monkeypatch):
+    """One shape tuned in two dtypes: each dtype's plan names the kernel its own tuning kept."""
+    import torch
+
+    from roofbench.kernels import attention as A
+
+    monkeypatch.setattr(A, "is_interpreter", lambda: False)  # the tuner's real candidates
+    ws, ptr = A._configs(overlap=True)[0], A._configs()[0]
+    monkeypatch.setattr(A._TUNER, "cache", {})
+    A._TUNER.cache[A._key(32, 4096, 128, True, torch.float32)] = ptr
+    A._TUNER.cache[A._key(32, 4096, 128, True, torch.bfloat16, overlap=True)] = ws
+    name = lambda dtype: A.launch_plan(1, 32, 4096, 128, True, dtype).kernels[0].name  # noqa: E731
+    assert name(torch.float32) == "attn_fwd"
+    assert name(torch.bfloat16) == "attn_fwd_ws"
+    assert A.launch_plan(1, 32, 4096, 128, True, torch.float16).notes == ("tile not tuned yet",)
