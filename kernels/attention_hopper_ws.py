@@ -17,8 +17,8 @@ Registers are set per partition (setmaxnreg): each consumer 240 a thread, the pr
 Tiles past a head's rows and the masking follow `kernels.attention_hopper`.
 
 On an H200 (causal, 32 query and 8 KV heads of 128, bf16) the tuner kept the 128-key
-configuration from S = 1024-2048 on, at 1.00-1.11x SDPA's cuDNN backend from S = 4096 and about
-600 TFLOP/s at S = 16384, batch 1. It still runs 15-25% slower than its declared schedule
+configuration from S = 1024-2048 on, at 0.996-1.11x the fastest SDPA backend from S = 4096 and
+599 TFLOP/s at S = 16384, batch 1. It still runs 15-25% slower than its declared schedule
 predicts there: the model lets the softmax hide wholly behind the other products, while each
 consumer waits for its own Q K^T before its softmax and for its P V before the next Q K^T.
 """
