@@ -57,7 +57,7 @@ from ._util import LOG2E, _capability, has_tma, tma_compatible
 # accumulator of 64 x 128 fp32 is 64 registers a thread).
 HEAD_DIMS = (64, 128)
 # (BLOCK_M, BLOCK_N, K_STAGES, V_STAGES, num_warps, Q_REGS); 64 x 64 with 3 + 3 stages is 112
-# KiB of shared memory: two programs per SM. Q as the register operand of Q K^T (Q_REGS) ran 2-6%
+# KiB of shared memory: two programs per SM. Q as the register operand of Q K^T (Q_REGS) ran 1.5-5%
 # faster on an H200; 128 rows (one warpgroup on 32-key blocks, or two on 64 or 128) ran slower.
 CONFIGS = ((64, 64, 3, 3, 4, True), (64, 64, 4, 2, 4, True), (64, 64, 2, 2, 4, True))
 

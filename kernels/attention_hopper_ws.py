@@ -9,9 +9,9 @@ K_STAGES and V_STAGES slots. Slots hand over through mbarriers, full (the TMA la
 and drift apart freely: while one exponentiates, the other's products hold the tensor cores.
 This is FlashAttention-3's producer/consumer split (Shah et al. 2024, Sec. 3.1) with its
 intra-warpgroup overlap (Alg. 2), without the barriers that force the two consumers' products to
-alternate (its ping-pong): on an H200 that order ran 1-3% slower. With 64-key blocks Q is the
-register operand of Q K^T, so that product reads only K from shared memory (5-10% faster than
-both from shared).
+alternate (its ping-pong): on an H200 that order ran 1.4-5.8% slower on five shapes of six
+(0.5% faster on the sixth). With 64-key blocks Q is the register operand of Q K^T, so that
+product reads only K from shared memory (1-6% faster than both from shared).
 
 Registers are set per partition (setmaxnreg): each consumer 240 a thread, the producer 24.
 Tiles past a head's rows and the masking follow `kernels.attention_hopper`.
