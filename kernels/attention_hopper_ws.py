@@ -2,16 +2,16 @@
 
 The schedule of `kernels.attention_hopper` (the softmax of block j beside the P V product of
 block j - 1) runs in two consumer warpgroups of 64 query rows each, one 128-row program, which
-share every K and V tile they read: half the shared-memory and L2 traffic per flop of two 64-row
-programs. A third partition, one warp with few registers, streams K and V by TMA into rings of
-K_STAGES and V_STAGES slots. Slots hand over through mbarriers, full (the TMA landed) and empty
-(both consumers are past the wgmma that read it), so the consumers never meet at a CTA barrier
-and drift apart freely: while one exponentiates, the other's products hold the tensor cores.
-This is FlashAttention-3's producer/consumer split (Shah et al. 2024, Sec. 3.1) with its
+share every K and V tile they read: half the K/V traffic per flop (L2 to shared memory) of two
+64-row programs. A third partition, one warp with few registers, streams K and V by TMA into
+rings of K_STAGES and V_STAGES slots. Slots hand over through mbarriers, full (the TMA landed)
+and empty (both consumers are past the wgmma that read it), so the consumers never meet at a CTA
+barrier and drift apart freely: while one exponentiates, the other's products hold the tensor
+cores. This is FlashAttention-3's producer/consumer split (Shah et al. 2024, Sec. 3.1) with its
 intra-warpgroup overlap (Alg. 2), without the barriers that force the two consumers' products to
-alternate (its ping-pong): on an H200 that order ran 1.4-5.8% slower on five shapes of six
-(0.5% faster on the sixth). With 64-key blocks Q is the register operand of Q K^T, so that
-product reads only K from shared memory (1-6% faster than both from shared).
+alternate (its ping-pong): on an H200 that order ran 1.4-5.8% slower on five shapes of six (0.5%
+faster on the sixth). With 64-key blocks Q is the register operand of Q K^T, so that product
+reads only K from shared memory (1-6% faster than both from shared).
 
 Registers are set per partition (setmaxnreg): each consumer 240 a thread, the producer 24.
 Tiles past a head's rows and the masking follow `kernels.attention_hopper`.
@@ -53,11 +53,10 @@ CONFIGS = (
 # Registers a thread: consumer warpgroups, producer warp (padded to a warpgroup), and the
 # kernel's limit before the split, 12 warps x 32 threads x MAXNREG <= 65536.
 MAXNREG = 168
+
 if base.HAS_GLUON:
     CONSUMER_REGS = gl.constexpr(240)
     PRODUCER_REGS = gl.constexpr(24)
-
-if base.HAS_GLUON:
 
     @gluon.jit
     def _producer(
