@@ -220,13 +220,14 @@ def _tuned_config(bh: int, seq: int, head_dim: int, causal: bool, dtype=None) ->
 def launch_plan(
     batch: int, heads: int, seq: int, head_dim: int, causal: bool, dtype=None
 ) -> LaunchPlan:
-    """One kernel on a (B * Hq, S / BLOCK_M) grid with the configuration the tuner picked
-    (undeclared before it has run) and the FP32 work per score counted from `_attn_blocks`
-    (the same in `attention_hopper._softmax`): the row max (1), the scaled subtract as one FMA
-    (1), the row sum (1), the cast of P for the second product (0.5: two per instruction), and
-    the rescale of the accumulator, HEAD_DIM multiplies per row per BLOCK_N keys (HEAD_DIM /
-    BLOCK_N per score). The exponent runs in series with both products in this kernel, beside
-    the P V product in `attention_hopper`'s."""
+    """One kernel on a (B * Hq, S / BLOCK_M) grid (Hq * S / BLOCK_M by B in batch-major order) with
+    the configuration the tuner picked for the dtype (undeclared before it has run) and the
+    FP32 work per score counted from `_attn_blocks` (the same in
+    `attention_hopper._softmax`): the row max (1), the scaled subtract as one FMA (1), the
+    row sum (1), the cast of P for the second product (0.5: two per instruction), and the
+    rescale of the accumulator, HEAD_DIM multiplies per row per BLOCK_N keys (HEAD_DIM /
+    BLOCK_N per score). The exponent runs in series with both products in this kernel,
+    beside the P V product in `attention_hopper`'s."""
     cfg = _tuned_config(batch * heads, seq, head_dim, causal, dtype)
     if cfg is None:
         return LaunchPlan((KernelLaunch("attn_fwd"),), notes=("tile not tuned yet",))

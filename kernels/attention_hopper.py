@@ -104,6 +104,23 @@ if HAS_GLUON:
         return gl.where(keep, s, float("-inf"))
 
     @gluon.jit
+    def _issue_pv(p, alpha, acc, v_tile, row_o: gl.constexpr, p_layout: gl.constexpr):
+        """O *= alpha, then O += P V issued as an async wgmma with P in registers; returns its
+        token and the P operand (which must live until the product is waited for)."""
+        acc = acc * gl.convert_layout(alpha, row_o)[:, None]
+        p_op = gl.convert_layout(p.to(v_tile.dtype), p_layout)
+        return warpgroup_mma(p_op, v_tile, acc, is_async=True), p_op
+
+    @gluon.jit
+    def _store(acc, l_i, o_head, row0, stride_os, seq_len, o_layout: gl.constexpr):
+        """O = acc / l into rows row0 .. row0 + BLOCK_M of one head; rows >= seq_len are not."""
+        rows = row0 + gl.arange(0, acc.shape[0], layout=gl.SliceLayout(1, o_layout))
+        cols = gl.arange(0, acc.shape[1], layout=gl.SliceLayout(0, o_layout))
+        o = acc / gl.convert_layout(l_i, gl.SliceLayout(1, o_layout))[:, None]
+        o_ptrs = o_head + rows[:, None].to(gl.int64) * stride_os + cols[None, :]
+        gl.store(o_ptrs, o.to(o_head.dtype.element_ty), mask=rows[:, None] < seq_len)
+
+    @gluon.jit
     def _load(desc, smem, bar, row, slot):
         mbarrier.expect(bar.index(slot), desc.block_type.nbytes)
         _tma_load(desc, [row, 0], bar.index(slot), smem.index(slot))
@@ -197,9 +214,7 @@ if HAS_GLUON:
             s_tok = warpgroup_mma(q_a, k_smem.index(slot).permute((1, 0)), s_zero,
                                   use_acc=False, is_async=True)  # fmt: skip
             mbarrier.wait(v_bar.index(prev), ((j - 1) // V_STAGES) & 1)
-            acc = acc * gl.convert_layout(alpha, row_o)[:, None]
-            p_op = gl.convert_layout(p.to(v_desc.dtype), p_layout)
-            o_tok = warpgroup_mma(p_op, v_smem.index(prev), acc, is_async=True)
+            o_tok, p_op = _issue_pv(p, alpha, acc, v_smem.index(prev), row_o, p_layout)
             # S_j is done, P_{j-1} V_{j-1} is not: the softmax below runs beside it.
             s = warpgroup_mma_wait(1, deps=(s_tok,))
             start_n = j * BLOCK_N
@@ -216,24 +231,15 @@ if HAS_GLUON:
 
         last = (n_blocks - 1) % V_STAGES
         mbarrier.wait(v_bar.index(last), ((n_blocks - 1) // V_STAGES) & 1)
-        acc = acc * gl.convert_layout(alpha, row_o)[:, None]
-        p_op = gl.convert_layout(p.to(v_desc.dtype), p_layout)
-        acc = warpgroup_mma(p_op, v_smem.index(last), acc, is_async=True)
-        acc, p_op = warpgroup_mma_wait(0, deps=(acc, p_op))
+        o_tok, p_op = _issue_pv(p, alpha, acc, v_smem.index(last), row_o, p_layout)
+        acc, p_op = warpgroup_mma_wait(0, deps=(o_tok, p_op))
         mbarrier.invalidate(q_bar)
         for i in gl.static_range(K_STAGES):
             mbarrier.invalidate(k_bar.index(i))
         for i in gl.static_range(V_STAGES):
             mbarrier.invalidate(v_bar.index(i))
-
-        o = acc / gl.convert_layout(l_i, row_o)[:, None]
-        rows = start_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=row_o)
-        cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
-        o_ptrs = (
-            o_ptr + b.to(gl.int64) * stride_ob + h.to(gl.int64) * stride_oh
-            + rows[:, None].to(gl.int64) * stride_os + cols[None, :]
-        )  # fmt: skip
-        gl.store(o_ptrs, o.to(o_ptr.dtype.element_ty), mask=rows[:, None] < seq_len)
+        o_head = o_ptr + b.to(gl.int64) * stride_ob + h.to(gl.int64) * stride_oh
+        _store(acc, l_i, o_head, start_m * BLOCK_M, stride_os, seq_len, o_layout)
 
 
 def descriptors(q, k, v, block_m: int, block_n: int) -> tuple:

@@ -39,7 +39,8 @@ if base.HAS_GLUON:
         warpgroup_mma_wait,
     )
 
-    _load, _mask, _softmax, _tma_load = base._load, base._mask, base._softmax, base._tma_load
+    _issue_pv, _load, _mask, _softmax = base._issue_pv, base._load, base._mask, base._softmax
+    _store, _tma_load = base._store, base._tma_load
 
 # (BLOCK_N, K_STAGES, V_STAGES, BATCH_MAJOR, Q_REGS); each program is 128 query rows on two
 # consumers. 128-key blocks fit the consumers' 240 registers a thread only with Q in shared
@@ -102,7 +103,6 @@ if base.HAS_GLUON:
         offs_m = m0 + gl.arange(0, BLOCK_M, layout=row_s)
         offs_n = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
         s_zero = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, s_layout)
-        v_dtype: gl.constexpr = v_smem.dtype
 
         mbarrier.wait(q_bar.index(wg), 0)
         if Q_REGS:  # Q as the register A operand: Q K^T reads only K from shared memory
@@ -131,9 +131,7 @@ if base.HAS_GLUON:
             mbarrier.wait(v_full.index(prev), ((j - 1) // V_STAGES) & 1)
             s_tok = warpgroup_mma(q_a, k_smem.index(slot).permute((1, 0)), s_zero,
                                   use_acc=False, is_async=True)  # fmt: skip
-            acc = acc * gl.convert_layout(alpha, row_o)[:, None]
-            p_op = gl.convert_layout(p.to(v_dtype), p_layout)
-            o_tok = warpgroup_mma(p_op, v_smem.index(prev), acc, is_async=True)
+            o_tok, p_op = _issue_pv(p, alpha, acc, v_smem.index(prev), row_o, p_layout)
             s = warpgroup_mma_wait(1, deps=(s_tok,))
             mbarrier.arrive(k_empty.index(slot), count=1)  # K_j is read: the producer refills
             start_n = j * BLOCK_N
@@ -145,16 +143,9 @@ if base.HAS_GLUON:
 
         last = (n_blocks - 1) % V_STAGES
         mbarrier.wait(v_full.index(last), ((n_blocks - 1) // V_STAGES) & 1)
-        acc = acc * gl.convert_layout(alpha, row_o)[:, None]
-        p_op = gl.convert_layout(p.to(v_dtype), p_layout)
-        acc = warpgroup_mma(p_op, v_smem.index(last), acc, is_async=True)
-        acc, p_op = warpgroup_mma_wait(0, deps=(acc, p_op))
-
-        o = acc / gl.convert_layout(l_i, row_o)[:, None]
-        rows = m0 + gl.arange(0, BLOCK_M, layout=row_o)
-        cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
-        o_ptrs = o_head + rows[:, None].to(gl.int64) * stride_os + cols[None, :]
-        gl.store(o_ptrs, o.to(o_head.dtype.element_ty), mask=rows[:, None] < seq_len)
+        o_tok, p_op = _issue_pv(p, alpha, acc, v_smem.index(last), row_o, p_layout)
+        acc, p_op = warpgroup_mma_wait(0, deps=(o_tok, p_op))
+        _store(acc, l_i, o_head, m0, stride_os, seq_len, o_layout)
 
     @gluon.jit
     def _attn_fwd_ws(
