@@ -31,6 +31,7 @@ import triton.language as tl
 
 from roofbench.theory.plan import KernelLaunch, LaunchPlan
 
+from . import gemm_streamk
 from ._util import (
     TensorDescriptor,
     Tuner,
@@ -42,6 +43,7 @@ from ._util import (
     output,
     tma_compatible,
 )
+from .gemm_streamk import tile_coords
 from .gemv_epilogue import sum_splits
 from .gemv_plan import SUM_BLOCK
 
@@ -133,17 +135,6 @@ def _gemm_kernel(
 
 
 @triton.jit
-def _tile_coords(tile, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
-    """(row, column) of output tile `tile` in grouped ordering."""
-    num_pid_in_group = GROUP_M * num_pid_n
-    first_pid_m = (tile // num_pid_in_group) * GROUP_M
-    group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
-    pid_m = first_pid_m + ((tile % num_pid_in_group) % group_size_m)
-    pid_n = (tile % num_pid_in_group) // group_size_m
-    return pid_m, pid_n
-
-
-@triton.jit
 def _gemm_tma_kernel(
     a_desc,
     w_desc,
@@ -172,7 +163,7 @@ def _gemm_tma_kernel(
     # share a value.
     work_c = start - step
     for work in tl.range(start, num_tiles * split_k, step, flatten=True):
-        pid_m, pid_n = _tile_coords(work % num_tiles, num_pid_m, num_pid_n, GROUP_M)
+        pid_m, pid_n = tile_coords(work % num_tiles, num_pid_m, num_pid_n, GROUP_M)
         off_m = pid_m * BLOCK_M
         off_n = pid_n * BLOCK_N
         k0 = (work // num_tiles) * k_steps * BLOCK_K
@@ -184,7 +175,7 @@ def _gemm_tma_kernel(
             acc = tl.dot(a, w.T, acc)
 
         work_c += step
-        pid_m, pid_n = _tile_coords(work_c % num_tiles, num_pid_m, num_pid_n, GROUP_M)
+        pid_m, pid_n = tile_coords(work_c % num_tiles, num_pid_m, num_pid_n, GROUP_M)
         off_m = pid_m * BLOCK_M
         off_n = pid_n * BLOCK_N
         if not PARTIAL:
@@ -205,35 +196,26 @@ def _gemm_tma_kernel(
 
 # Launch configurations of the descriptor kernel, timed per shape at first use:
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_stages, num_warps, SUBTILE, PERSISTENT).
-# Measured on an H200 (bf16, Llama 3 8B projections), ratio to cuBLAS:
+# Measured on an H200 (bf16, Llama 3 8B projections, cold-L2 graph replay), ratio to cuBLAS:
 # - M = 4096: persistent 128x256x64 (3 or 4 stages, halved epilogue) 0.97-1.03; the same tile
 #   launched one program per tile 0.88-0.97; 128x128 tiles 0.80-0.95.
 # - M = 512..2048 with N = 1024: few 128x256 tiles (0.3-0.6); 128x128 on 4 warps, 5 stages
 #   0.55-0.96.
-# - M <= 256: 64-row tiles with 128-wide K steps, one program per tile, 0.85-1.02; a K split
-#   (2-8) only paid where the weight is large and the tiles few (M = 32, N = 4096, K = 14336:
-#   0.89 vs 0.85). Timed per call with events, where its second launch costs most.
+# - M = 129..256: the large-N shapes keep the persistent 128x256 and 128x128 tiles (0.94-1.03).
 _WIDE3 = (128, 256, 64, 3, 8, True, True)
 _WIDE4 = (128, 256, 64, 4, 8, True, True)
 _TALL4 = (256, 128, 64, 4, 8, True, True)
 _SQUARE = (128, 128, 64, 5, 4, False, True)
 _THIN = (64, 128, 128, 4, 4, False, False)
 _NARROW = (64, 64, 128, 6, 4, False, False)
-MAX_SPLIT_K = 8
+# Shared memory the K-step ring of a small-M tile may fill (H100/H200: 227 KiB a block, less
+# the epilogue's tile).
+_RING_BYTES = 220_000
 
 
-def _split_for(m: int, n: int, k: int, bm: int, bn: int, bk: int, sms: int) -> int:
-    """Smallest power-of-two K split that gives at least one work item per SM, each split keeping
-    at least four BLOCK_K steps."""
-    tiles = triton.cdiv(m, bm) * triton.cdiv(n, bn)
-    split = 1
-    while tiles * split < sms and split < MAX_SPLIT_K and k // (2 * split * bk) >= 4:
-        split *= 2
-    return split
-
-
-def _as_config(bm, bn, bk, stages, warps, subtile, persistent, split=1) -> dict:
+def _as_config(bm, bn, bk, stages, warps, subtile, persistent, split=1, stream_k=False) -> dict:
     return {
+        "STREAM_K": stream_k,
         "BLOCK_M": bm,
         "BLOCK_N": bn,
         "BLOCK_K": bk,
@@ -246,28 +228,82 @@ def _as_config(bm, bn, bk, stages, warps, subtile, persistent, split=1) -> dict:
     }
 
 
+def _per_tile_config(bm, bn, bk, warps, per_tile=1, swap=False, stages=None) -> dict:
+    """A configuration of `gemm_streamk`'s kernel with `per_tile` programs per output tile (an
+    in-kernel split-K where > 1); `stages` defaults to as many K steps as _RING_BYTES holds."""
+    ring = stages or min(16, (_RING_BYTES - 4 * bm * bn) // ((bm + bn) * bk * 2))
+    cfg = _as_config(bm, bn, bk, ring, warps, False, False, stream_k=True)
+    return {**cfg, "PER_TILE": per_tile, "SWAP_AB": swap}
+
+
+def _splits(m: int, n: int, k: int, bm: int, bn: int, bk: int, sms: int) -> list[int]:
+    """Programs per tile worth timing beside 1: the largest power of two s that keeps tiles * s
+    within half the SMs, and 2s within all of them, each program keeping >= 4 K steps."""
+    tiles = triton.cdiv(m, bm) * triton.cdiv(n, bn)
+    steps = triton.cdiv(k, bk)
+    s = 1
+    while tiles * s * 2 <= sms // 2 and steps // (2 * s) >= 4:
+        s *= 2
+    out = [s] if s > 1 else []
+    if tiles * s * 2 <= sms and steps // (2 * s) >= 4:
+        out.append(2 * s)
+    return out
+
+
+def _small_m(m: int, n: int, k: int, sms: int) -> list[dict]:
+    """Candidates for M <= 256 (decode batches, short prompts), all on `gemm_streamk`'s kernel
+    with one program per tile or an even in-kernel split-K. Measured on an H200 (bf16, Llama 3
+    8B projections), best of these against cuBLAS:
+    - M <= 64: swapping A and W (the weight rows fill the MMA's 64-row side, the tokens its
+      16-64 wide side, as cuBLAS's kernels for these shapes do) with a deep ring of 128-wide K
+      steps: M = 32 0.99-1.16 (one-tile-per-program 64x64 and 64x128 tiles: 0.86-1.02); a
+      128-row weight tile on 8 warps wins at N = 14336 (1.08); N = 1024 needs 4 programs per
+      tile (64 for 16 tiles: 0.99-1.03; 1: 0.82).
+    - M = 65..128: 64x64 and 64x128 tiles (1.01-1.14), 128x128 where N is large (1.01-1.04),
+      and for N = 1024 two programs per tile (1.04 at K = 4096, 0.92 at K = 8192).
+    Splitting every tile over the SMs (stream-K proper) lost 2-6 us of fix-up latency to these."""
+    if m <= 64:
+        tokens = min(64, max(16, triton.next_power_of_2(m)))
+        out = [_per_tile_config(tokens, 64, 128, 4, swap=True)]
+        if m <= 32:
+            out.append(_per_tile_config(tokens, 128, 64, 8, swap=True))
+        else:
+            out.append(_per_tile_config(*_THIN[:3], 4, stages=_THIN[3]))
+        out += [
+            _per_tile_config(tokens, 64, 128, 4, s, swap=True)
+            for s in _splits(m, n, k, tokens, 64, 128, sms)
+        ]
+        return out
+    narrow = [
+        _per_tile_config(*_NARROW[:3], 4, s, stages=_NARROW[3])
+        for s in [1, *_splits(m, n, k, *_NARROW[:3], sms)]
+    ]
+    thin = _per_tile_config(*_THIN[:3], 4, stages=_THIN[3])
+    if m <= 128:
+        return [*narrow[:3], thin, _per_tile_config(128, 128, 64, 4, stages=5)]
+    # one program per tile, and the most programs per tile _splits offers
+    return [narrow[0], *narrow[1:][-1:], thin, _as_config(*_WIDE4), _as_config(*_SQUARE)]
+
+
 def candidates(m: int, n: int, k: int, sms: int) -> list[dict]:
     """Descriptor-kernel launch configurations worth timing for [m, k] x [n, k]^T (<= 5)."""
+    if m <= 256:
+        return _small_m(m, n, k, sms)
     if m >= 1024:
         shapes = [_WIDE3, _WIDE4, _TALL4, _SQUARE] + ([_THIN] if n <= 2048 else [])
-    elif m > 256:
-        shapes = [_SQUARE, _WIDE4, _THIN, _NARROW]
-    elif m > 128:
-        shapes = [_NARROW, _THIN, _WIDE4, _SQUARE]
     else:
-        shapes = [_NARROW, _THIN]
-    out = [_as_config(*c) for c in shapes]
-    if m <= 256:
-        split = _split_for(m, n, k, *_THIN[:3], sms)
-        if split > 1:
-            out.append(_as_config(*_THIN, split=split))
-    return out
+        shapes = [_SQUARE, _WIDE4, _THIN, _NARROW]
+    return [_as_config(*c) for c in shapes]
 
 
 _TUNER = Tuner()
 
 
 def _launch_tma(a: torch.Tensor, w: torch.Tensor, c: torch.Tensor, cfg: dict) -> None:
+    if cfg.get("STREAM_K"):
+        sms = cfg.get("PROGRAMS") or num_sms(a.device)
+        gemm_streamk.launch(a, w, c, cfg, sms)
+        return
     m, k = a.shape
     n = w.shape[0]
     bm, bn, bk, split = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"], cfg["SPLIT_K"]
@@ -309,7 +345,8 @@ def launch_plan(m: int, n: int, k: int, dtype: torch.dtype, device: torch.device
 
     Descriptor path: the configuration the tuner picked for this shape (the first candidate
     before it has run), its persistent or one-program-per-tile grid, and with split-K the sum
-    of the fp32 partials (split * m * n * 4 bytes). Pointer path: one kernel whose tile
+    of the fp32 partials (split * m * n * 4 bytes; in `gemm_streamk`'s kernel, the partial
+    tiles it writes and reads back, `partial_bytes`). Pointer path: one kernel whose tile
     triton.autotune picks, so the grid is not declared.
     """
     if dtype not in (torch.float16, torch.bfloat16) or not has_tma(device):
@@ -317,9 +354,20 @@ def launch_plan(m: int, n: int, k: int, dtype: torch.dtype, device: torch.device
     sms = num_sms(device)
     key = (m, n, k, dtype, k, k)  # gemm's tuner key for contiguous operands
     cfg = _TUNER.cache.get(key) or candidates(m, n, k, sms)[0]
+    tile = (cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"])
+    if cfg["STREAM_K"]:
+        programs = gemm_streamk.programs_for(m, n, k, cfg, sms)
+        partial = gemm_streamk.partial_bytes(m, n, k, cfg, programs)
+        split = gemm_streamk.per_tile(k, cfg)
+        if split >= 1:  # s programs per tile: a K split, summed in the kernel
+            launch = KernelLaunch("gemm_streamk", (programs,), tile, split, partial)
+        else:
+            launch = KernelLaunch(
+                "gemm_streamk", (programs,), tile, 1, partial, schedule="stream-k"
+            )
+        return LaunchPlan((launch,))
     split = cfg["SPLIT_K"]
     grid = (_tma_programs(m, n, cfg, sms),)
-    tile = (cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"])
     if split == 1:
         return LaunchPlan((KernelLaunch("gemm_tma", grid, tile),))
     partial = 4.0 * split * m * n

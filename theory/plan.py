@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 # The matrix instructions a kernel's tensor cores run: not known, mma.sync, wgmma.
 MMA_KINDS = ("", "sync", "wgmma")
+# How a kernel deals its work to its programs: whole tiles, or stream-K's equal shares.
+SCHEDULES = ("", "stream-k")
 
 
 @dataclass(frozen=True)
@@ -33,10 +35,13 @@ class KernelLaunch:
     partial_bytes: float = 0.0
     inflight_bytes: float = 0.0
     mma: str = ""
+    schedule: str = ""
 
     def __post_init__(self) -> None:
         if self.mma not in MMA_KINDS:
             raise ValueError(f"mma must be one of {MMA_KINDS}, got {self.mma!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
 
     @property
     def programs(self) -> int:
@@ -60,6 +65,8 @@ class KernelLaunch:
             parts.append(f"inflight {self.inflight_bytes:.0f}")
         if self.mma:
             parts.append(f"mma {self.mma}")
+        if self.schedule:
+            parts.append(f"schedule {self.schedule}")
         return " ".join(parts)
 
     @classmethod
@@ -76,8 +83,8 @@ class KernelLaunch:
                 fields["partial_bytes"] = float(value)
             elif key == "inflight":
                 fields["inflight_bytes"] = float(value)
-            elif key == "mma":
-                fields["mma"] = value
+            elif key in ("mma", "schedule"):
+                fields[key] = value
         return cls(**fields)
 
 

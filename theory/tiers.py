@@ -281,13 +281,17 @@ def output_tiles(work: Work, block_m: int, block_n: int) -> int:
 
 def matmul_items(work: Work, plan: LaunchPlan | None) -> tuple[list[float], float] | None:
     """(flops of each work item, total flops executed) of a GEMM plan's main kernel: whole
-    tiles of BLOCK_M x BLOCK_N over K / split (edge tiles computed whole); None without a
+    tiles of BLOCK_M x BLOCK_N over K / split (edge tiles computed whole); for a stream-K
+    schedule the same tiles' flops dealt evenly, one item per program; None without a
     declared tile."""
     if plan is None or len(plan.main.tile) < 2:
         return None
     main = plan.main
     bm, bn = main.tile[0], main.tile[1]
     tiles = output_tiles(work, bm, bn)
+    if main.schedule == "stream-k" and main.programs:
+        total = 2.0 * bm * bn * work.k * tiles
+        return [total / main.programs] * main.programs, total
     split = max(1, main.splits)
     per_item = 2.0 * bm * bn * work.k / split
     return [per_item] * (tiles * split), per_item * tiles * split

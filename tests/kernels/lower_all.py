@@ -64,7 +64,11 @@ def _launch_all() -> None:
     gemm.gemm(a, w)  # the pointer kernel, as off a Hopper GPU
     for m, n, k in ((100, 72, 64), (64, 1024, 4096), (4096, 4096, 256)):  # split-K, subtiles
         a, w = torch.randn(m, k, dtype=bf16), torch.randn(n, k, dtype=bf16)
-        gemm.gemm(a, w, config={"TMA": True})  # the descriptor kernel, every candidate
+        gemm.gemm(a, w, config={"TMA": True})  # the descriptor kernels, every candidate
+    a, w = torch.randn(64, 4096, dtype=bf16), torch.randn(1024, 4096, dtype=bf16)
+    tile = {"TMA": True, "STREAM_K": False, "BLOCK_M": 64, "BLOCK_N": 128, "PERSISTENT": False}
+    gemm.gemm(a, w, config={**tile, "SPLIT_K": 2})  # fp32 partials and their sum
+    gemm.gemm(a, w, config={"TMA": True, "STREAM_K": True, "PER_TILE": 0})  # stream-K proper
     for b, s in ((1, 4096), (4, 100)):
         q = torch.randn(b, 8, 128, dtype=bf16)
         k, v = (torch.randn(b, 2, s, 128, dtype=bf16) for _ in range(2))

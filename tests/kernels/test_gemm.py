@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from roofbench.kernels import gemm as gemm_module
+from roofbench.kernels import gemm_streamk
 from roofbench.kernels._util import Tuner
 from roofbench.kernels.check import check
 from roofbench.kernels.gemm import gemm
@@ -78,6 +79,19 @@ needs_descriptors = pytest.mark.skipif(
         (33, 64, 64, {"SUBTILE": True, "BLOCK_N": 32}),  # epilogue in two halves
         (200, 190, 32, {}),  # more tiles than programs: the persistent loop takes several
         (70, 32, 48, {"PERSISTENT": False, "SPLIT_K": 2}),
+        # stream-K: tiles split between 2-3 programs, each program ending in a split tile
+        (40, 48, 200, {"STREAM_K": True, "PROGRAMS": 5}),
+        # more programs than a tile has K steps: programs with one short segment each
+        (20, 20, 300, {"STREAM_K": True, "PROGRAMS": 11}),
+        # whole tiles and split ones in one program; N and K ragged
+        (33, 70, 72, {"STREAM_K": True, "PROGRAMS": 3}),
+        # the weight rows on the MMA's M side (W A^T, stored transposed), split and whole tiles
+        (40, 48, 200, {"STREAM_K": True, "SWAP_AB": True, "PROGRAMS": 5}),
+        (33, 70, 72, {"STREAM_K": True, "SWAP_AB": True, "PROGRAMS": 3}),
+        # s programs per tile (an even split-K finished in the kernel), s not dividing K's steps
+        (33, 70, 200, {"STREAM_K": True, "PER_TILE": 3}),
+        (5, 40, 136, {"STREAM_K": True, "SWAP_AB": True, "PER_TILE": 2}),
+        (20, 20, 32, {"STREAM_K": True, "PER_TILE": 3}),  # more programs asked than K steps
     ],
 )
 def test_gemm_descriptor_kernel(m, n, k, config):
@@ -86,6 +100,38 @@ def test_gemm_descriptor_kernel(m, n, k, config):
 
     res = check(fn, GemmCase(m, n, k, "fp16"), DEVICE)
     assert res.ok, res
+
+
+@needs_descriptors
+def test_stream_k_leaves_its_counters_at_zero_and_counts_its_partials():
+    a = torch.randn(40, 200, dtype=torch.float16, device=DEVICE)
+    w = torch.randn(48, 200, dtype=torch.float16, device=DEVICE)
+    config = {"TMA": True, "STREAM_K": True, "PROGRAMS": 5}
+    first = gemm(a, w, config=config)
+    again = gemm(a, w, config=config)  # the counters were returned to zero: same sums
+    torch.testing.assert_close(first, again)
+    assert int(gemm_streamk.counters(a.device, 9).abs().sum()) == 0
+    # 3 x 3 tiles of 16 x 16, 13 K steps each: 117 iterations over 5 programs of 23-24. Split
+    # segments: program 0 ends in tile 1, 1 spans 1-3, 2 spans 3-5, 3 spans 5-7, 4 spans 7-8:
+    # 8 segments over 4 split tiles (1, 3, 5, 7); each written, and all but the finisher's read.
+    cfg = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16}
+    assert gemm_streamk.partial_bytes(40, 48, 200, cfg, 5) == 4.0 * 16 * 16 * (2 * 8 - 4)
+
+
+def test_programs_per_tile_make_an_even_split_k():
+    cfg = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16, "PER_TILE": 3}
+    # 3 x 3 tiles, 3 programs each; every program holds one segment of one tile, so each of the
+    # 27 segments is written, and read back by its tile's finisher
+    assert gemm_streamk.programs_for(40, 48, 200, cfg, 132) == 27
+    assert gemm_streamk.partial_bytes(40, 48, 200, cfg, 27) == 4.0 * 16 * 16 * 2 * 27
+    whole = {**cfg, "PER_TILE": 1}  # one program per tile: nothing split, no partials
+    assert gemm_streamk.programs_for(40, 48, 200, whole, 132) == 9
+    assert gemm_streamk.partial_bytes(40, 48, 200, whole, 9) == 0.0
+    # stream-K proper: one program per SM, or one per K step where there are fewer
+    assert gemm_streamk.programs_for(40, 48, 200, {**cfg, "PER_TILE": 0}, 100) == 100
+    assert gemm_streamk.programs_for(20, 20, 32, {**cfg, "PER_TILE": 0}, 100) == 8
+    # never more programs per tile than K steps: 2 x 2 tiles of 2 steps
+    assert gemm_streamk.programs_for(20, 20, 32, cfg, 132) == 8
 
 
 @pytest.mark.parametrize("m", [1, 32, 64, 128, 256, 512, 1024, 4096])

@@ -13,13 +13,15 @@ from pathlib import Path
 SCRIPT = Path(__file__).with_name("lower_all.py")
 KERNEL_FILES = [
     Path(__file__).resolve().parents[2] / part
-    for part in ("kernels/gemm.py", "kernels/gemv.py", "kernels/gemv_epilogue.py",
+    for part in ("kernels/gemm.py", "kernels/gemm_streamk.py", "kernels/gemv.py",
+                 "kernels/gemv_epilogue.py",
                  "kernels/decode_attention.py", "kernels/decode_rope_attention.py",
                  "kernels/attention.py", "kernels/fused.py",
                  "bench/core/probes.py")
 ]  # fmt: skip
 # Device functions, called from the kernels and compiled with them.
-HELPERS = {"_attn_blocks", "_tile_coords", "_project", "silu_x_up", "_w_tile", "_step", "_fence",
+HELPERS = {"_attn_blocks", "tile_coords", "_first_iteration", "_owner", "_slot", "_segment",
+           "_store_tile", "_project", "silu_x_up", "_w_tile", "_step", "_fence",
            "_rotate"}  # fmt: skip
 
 

@@ -46,6 +46,15 @@ def test_a_plan_round_trips_through_its_text():
     assert back.source == "declared" and back.notes == ()  # notes are not in the text
 
 
+def test_a_stream_k_schedule_round_trips_and_unknown_ones_are_refused():
+    launch = KernelLaunch("gemm_streamk", grid=(132,), tile=(64, 128, 128), schedule="stream-k")
+    plan = LaunchPlan((launch,))
+    assert "schedule stream-k" in plan.describe()
+    assert LaunchPlan.parse(plan.describe()).kernels == (launch,)
+    with pytest.raises(ValueError, match="schedule"):
+        KernelLaunch("gemm", schedule="round-robin")
+
+
 def test_the_exponent_beside_pv_round_trips():
     plan = LaunchPlan((KernelLaunch("attn_fwd_overlap"),), exp_beside_pv=True)
     assert plan.describe().endswith(" | exp beside pv")

@@ -318,6 +318,18 @@ def test_matmul_items_are_whole_tiles_split_over_k():
     assert tiers.matmul_items(work, plan(KernelLaunch("gemm"))) is None
 
 
+def test_a_stream_k_plan_deals_the_whole_tiles_evenly_over_its_programs():
+    work = matmul(200, 300, 512)  # 2 x 3 tiles of 128 x 128
+    sk = plan(KernelLaunch("gemm_streamk", (5,), (128, 128, 64), schedule="stream-k"))
+    per_item, total = tiers.matmul_items(work, sk)
+    assert total == pytest.approx(6 * 2 * 128 * 128 * 512)
+    assert per_item == pytest.approx([total / 5] * 5)
+    # 6 tiles on 5 SMs: whole tiles take two rounds, stream-K one and a fifth of one
+    assert tiers.makespan_s(per_item, 5) == pytest.approx(
+        tiers.makespan_s(tiers.matmul_items(work, GEMM_PLAN)[0], 5) * 0.6
+    )
+
+
 def test_causal_attention_tiles_stop_at_the_diagonal():
     work = prefill(1, 2, 2, 256, 64)
     tiled = plan(KernelLaunch("fwd", tile=(128, 64)))
