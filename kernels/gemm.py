@@ -6,7 +6,7 @@ walks K in BLOCK_K steps, accumulating in fp32 with tl.dot (tensor cores; for fp
 Triton's default tf32). W is read as the [BLOCK_K, BLOCK_N] slab of W^T: no transposed copy is
 ever made.
 
-Two kernels:
+Three kernels:
 
 - `_gemm_tma_kernel` (fp16/bf16 on Hopper and newer): A, W and C go through tensor descriptors,
   so tiles move by the TMA copy engine (zero-filled past the edges, so no masks), and the grid
@@ -14,6 +14,10 @@ Two kernels:
   overlaps the loads of the next. For few rows (small M) it can split K (SPLIT_K programs per
   tile write fp32 partials that a second pass sums), so that the weight stream still has
   enough programs to keep HBM busy.
+- `gemm_streamk`'s kernel (fp16/bf16, descriptors): one tile per program, or several programs
+  sharing one tile's K steps and the last of them summing their partials in the same launch; A
+  and W may be swapped so the weight rows fill the MMA's 64-row side. The candidates for M <= 256
+  (`_small_m`) all run on it.
 - `_gemm_kernel`: plain pointer loads; for fp32, for strides a descriptor cannot take, under the
   CPU interpreter and on older GPUs or Tritons.
 
