@@ -265,7 +265,7 @@ def _small_m(m: int, n: int, k: int, sms: int) -> list[dict]:
       tile (64 for 16 tiles: 0.99-1.03; 1: 0.82).
     - M = 65..128: 64x64 and 64x128 tiles (1.01-1.14), 128x128 where N is large (1.01-1.04),
       and for N = 1024 two programs per tile (1.04 at K = 4096, 0.92 at K = 8192).
-    Splitting every tile over the SMs (stream-K proper) lost 2-6 us of fix-up latency to these."""
+    Splitting every tile over the SMs (stream-K proper) lost 1.6-6 us of fix-up latency to these."""
     if m <= 64:
         tokens = min(64, max(16, triton.next_power_of_2(m)))
         out = [_per_tile_config(tokens, 64, 128, 4, swap=True)]

@@ -33,7 +33,7 @@ Two options, both constexpr:
   tokens its N side (16-64 wide), where a 64-row token tile would run a quarter to half empty.
 
 Measured on an H200 (bf16, Llama 3 8B projections, M = 32-256): stream-K proper over the 132
-SMs lost 2-6 us to an even split (the fix-up chain: partial store, release, atomic, the
+SMs lost 1.6-6 us to an even split (the fix-up chain: partial store, release, atomic, the
 others' loads, at uneven boundaries); two programs per 64-row tile beat one by 7-11% at M =
 32-64, N = K = 4096, but with A and W swapped one per tile won on every shape but N = 1024,
 where 2-4 per tile did. `gemm._small_m` keeps the measured winners.
