@@ -29,6 +29,8 @@ candidates per shape); under the CPU interpreter a single small configuration is
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import triton
 import triton.language as tl
@@ -240,6 +242,12 @@ def _per_tile_config(bm, bn, bk, warps, per_tile=1, swap=False, stages=None) -> 
     return {**cfg, "PER_TILE": per_tile, "SWAP_AB": swap}
 
 
+def _on_streamk(shape: tuple, per_tile: int = 1) -> dict:
+    """One of the tile shapes above (its tile, stages and warps) on `gemm_streamk`'s kernel."""
+    bm, bn, bk, stages, warps = shape[:5]
+    return _per_tile_config(bm, bn, bk, warps, per_tile, stages=stages)
+
+
 def _splits(m: int, n: int, k: int, bm: int, bn: int, bk: int, sms: int) -> list[int]:
     """Programs per tile worth timing beside 1: the largest power of two s that keeps tiles * s
     within half the SMs, and 2s within all of them, each program keeping >= 4 K steps."""
@@ -272,19 +280,16 @@ def _small_m(m: int, n: int, k: int, sms: int) -> list[dict]:
         if m <= 32:
             out.append(_per_tile_config(tokens, 128, 64, 8, swap=True))
         else:
-            out.append(_per_tile_config(*_THIN[:3], 4, stages=_THIN[3]))
+            out.append(_on_streamk(_THIN))
         out += [
             _per_tile_config(tokens, 64, 128, 4, s, swap=True)
             for s in _splits(m, n, k, tokens, 64, 128, sms)
         ]
         return out
-    narrow = [
-        _per_tile_config(*_NARROW[:3], 4, s, stages=_NARROW[3])
-        for s in [1, *_splits(m, n, k, *_NARROW[:3], sms)]
-    ]
-    thin = _per_tile_config(*_THIN[:3], 4, stages=_THIN[3])
-    if m <= 128:
-        return [*narrow[:3], thin, _per_tile_config(128, 128, 64, 4, stages=5)]
+    narrow = [_on_streamk(_NARROW, s) for s in [1, *_splits(m, n, k, *_NARROW[:3], sms)]]
+    thin = _on_streamk(_THIN)
+    if m <= 128:  # the square tile one program per tile, not persistent
+        return [*narrow[:3], thin, _on_streamk(_SQUARE)]
     # one program per tile, and the most programs per tile _splits offers
     return [narrow[0], *narrow[1:][-1:], thin, _as_config(*_WIDE4), _as_config(*_SQUARE)]
 
@@ -362,14 +367,10 @@ def launch_plan(m: int, n: int, k: int, dtype: torch.dtype, device: torch.device
     if cfg["STREAM_K"]:
         programs = gemm_streamk.programs_for(m, n, k, cfg, sms)
         partial = gemm_streamk.partial_bytes(m, n, k, cfg, programs)
-        split = gemm_streamk.per_tile(k, cfg)
-        if split >= 1:  # s programs per tile: a K split, summed in the kernel
-            launch = KernelLaunch("gemm_streamk", (programs,), tile, split, partial)
-        else:
-            launch = KernelLaunch(
-                "gemm_streamk", (programs,), tile, 1, partial, schedule="stream-k"
-            )
-        return LaunchPlan((launch,))
+        split = gemm_streamk.per_tile(k, cfg)  # s programs per tile, or 0 for stream-K proper
+        schedule = "" if split else "stream-k"
+        launch = KernelLaunch("gemm_streamk", (programs,), tile, max(1, split), partial)
+        return LaunchPlan((dataclasses.replace(launch, schedule=schedule),))
     split = cfg["SPLIT_K"]
     grid = (_tma_programs(m, n, cfg, sms),)
     if split == 1:

@@ -220,13 +220,6 @@ def programs_for(m: int, n: int, k: int, cfg: dict, sms: int) -> int:
     return max(1, min(sms, tiles * triton.cdiv(k, cfg["BLOCK_K"])))
 
 
-def fits(m: int, n: int, k: int, cfg: dict, sms: int) -> bool:
-    """Whether the flattened iteration count times the grid stays in int32 (the kernel's
-    p * T product is 64-bit, its iteration indices 32-bit)."""
-    tiles = triton.cdiv(m, cfg["BLOCK_M"]) * triton.cdiv(n, cfg["BLOCK_N"])
-    return tiles * triton.cdiv(k, cfg["BLOCK_K"]) * 2 < 2**31
-
-
 def partial_bytes(m: int, n: int, k: int, cfg: dict, programs: int) -> float:
     """fp32 bytes of partial tiles the kernel writes to its workspace and reads back: every
     split segment writes its tile; the finisher of a split tile reads all s partials with
@@ -259,6 +252,8 @@ def launch(a: torch.Tensor, w: torch.Tensor, c: torch.Tensor, cfg: dict, sms: in
     bm, bn, bk = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"]
     programs = programs_for(m, n, k, cfg, sms)
     tiles = triton.cdiv(m, bm) * triton.cdiv(n, bn)
+    if tiles * triton.cdiv(k, bk) >= 2**31:  # the kernel's iteration indices are 32-bit
+        raise ValueError(f"stream-K GEMM: {m} x {n} x {k} has too many tile K steps for int32")
     cnt = counters(a.device, tiles)
     ws = torch.empty((programs, 2, bm, bn), dtype=torch.float32, device=a.device)
     a_desc = TensorDescriptor(a, [m, k], [a.stride(0), 1], [bm, bk])

@@ -13,31 +13,14 @@ import json
 import re
 
 import torch
-import triton
-from triton.backends.compiler import GPUTarget
+from sm90_driver import use_sm90
 
 WAIT = r"wgmma\.wait_group\.sync\.aligned\s+(\d+)"
 SETMAXNREG = r"setmaxnreg\.(?:inc|dec)\.sync\.aligned\.u32\s+(\d+)"
 
 
-class _Sm90:
-    """The driver calls a compile-only warmup makes."""
-
-    def get_current_target(self):
-        return GPUTarget("cuda", 90, 32)
-
-    def get_current_device(self):
-        return 0
-
-    def get_current_stream(self, device=None):
-        return 0
-
-    def get_active_torch_device(self):
-        return torch.device("cpu")
-
-
 def main() -> None:
-    triton.runtime.driver.set_active(_Sm90())
+    use_sm90()
     from roofbench.kernels import attention_hopper as H
     from roofbench.kernels import attention_hopper_ws as W
 

@@ -12,8 +12,7 @@ import json
 import re
 
 import torch
-import triton
-from triton.backends.compiler import GPUTarget
+from sm90_driver import use_sm90
 
 WGMMA = r"wgmma\.mma_async\.sync\.aligned\.m(\d+)n(\d+)k(\d+)"
 # The decode batches and short prompts of the sweep, with the N and K of Llama 3 8B.
@@ -22,24 +21,8 @@ SHAPES = ((1024, 4096), (1024, 8192), (4096, 4096), (14336, 4096), (28672, 8192)
 SMS = 132  # an H100 SXM's or an H200's
 
 
-class _Sm90:
-    """The driver calls a compile-only warmup makes."""
-
-    def get_current_target(self):
-        return GPUTarget("cuda", 90, 32)
-
-    def get_current_device(self):
-        return 0
-
-    def get_current_stream(self, device=None):
-        return 0
-
-    def get_active_torch_device(self):
-        return torch.device("cpu")
-
-
 def main() -> None:
-    triton.runtime.driver.set_active(_Sm90())
+    use_sm90()
     from roofbench.kernels import gemm, gemm_streamk
     from roofbench.kernels._util import TensorDescriptor
 
