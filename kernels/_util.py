@@ -111,6 +111,47 @@ def _do_bench_s(launch: Callable[[], object]) -> float:
     return triton.testing.do_bench(launch, warmup=5, rep=20) * 1e-3
 
 
+class Rotation:
+    """A tuning launch over several argument sets, the next set on each call.
+
+    The sets hold at least twice L2 together (`rotation_sets`), so the tuner's timer can replay
+    the calls back to back in one graph with no L2 flush, as the sweep times short kernels: each
+    call reads its inputs from DRAM, while a workspace that every call reuses (split-K partials)
+    stays in L2, as it does between a model's layers. A flush between calls would instead write
+    those dirty partials back on the timed call's account (0.5-2 us on a split-K GEMM of ~10 us,
+    which is what separates the candidates there).
+    """
+
+    def __init__(self, launches: list[Callable[[], object]]):
+        if not launches:
+            raise ValueError("a Rotation needs at least one launch")
+        self.launches = list(launches)
+        self._next = 0
+
+    def __len__(self) -> int:
+        return len(self.launches)
+
+    def __call__(self) -> None:
+        i = self._next
+        self._next = (i + 1) % len(self.launches)
+        self.launches[i]()
+
+
+def rotation_sets(tensors: tuple[torch.Tensor, ...], min_bytes: int) -> list[tuple]:
+    """`tensors` and copies of them until the sets hold `min_bytes` together (the first set is
+    `tensors` itself; a single set already that large gets no copies)."""
+    per_set = sum(t.numel() * t.element_size() for t in tensors)
+    copies = max(0, math.ceil(min_bytes / max(per_set, 1)) - 1)
+    return [tensors] + [tuple(t.clone() for t in tensors) for _ in range(copies)]
+
+
+def l2_bytes(device: torch.device) -> int:
+    """The GPU's L2 size in bytes (0 off CUDA)."""
+    if device.type != "cuda":
+        return 0
+    return torch.cuda.get_device_properties(device).L2_cache_size
+
+
 # The timer every Tuner uses unless given one; kernels/ must not import bench/, so bench installs
 # its own (bench.core.timing.cold_l2_replay_s) when it is imported.
 _TUNING_TIMER: list[Callable[[Callable[[], object]], float]] = [_do_bench_s]
@@ -169,8 +210,12 @@ class Tuner:
         key: Hashable,
         make_candidates: Callable[[], list[dict]],
         launch: Callable[[dict], object],
+        make_timed: Callable[[], Callable[[dict], Callable[[], object]]] | None = None,
     ) -> dict:
-        """The cached choice for `key`, or the tuned one of `make_candidates()` (then cached)."""
+        """The cached choice for `key`, or the tuned one of `make_candidates()` (then cached).
+
+        Each candidate's timed call is `lambda: launch(cfg)`, or with `make_timed` (called once,
+        when tuning starts) `make_timed()(cfg)`: a `Rotation` over copies of the inputs, say."""
         best = self.cache.get(key)
         if best is not None:
             return best
@@ -178,6 +223,7 @@ class Tuner:
         if len(candidates) == 1:
             self.cache[key] = candidates[0]
             return candidates[0]
+        timed = make_timed() if make_timed else (lambda cfg: lambda: launch(cfg))
         times: list[list[float]] = [[] for _ in candidates]
         failed: set[int] = set()
         error = None
@@ -186,7 +232,7 @@ class Tuner:
                 if i in failed:
                     continue
                 try:
-                    times[i].append(self.time_s(lambda cfg=cfg: launch(cfg)))
+                    times[i].append(self.time_s(timed(cfg)))
                 except Exception as exc:  # noqa: BLE001 - a config the compiler rejects is skipped
                     error = exc
                     failed.add(i)

@@ -16,20 +16,22 @@ Three kernels:
   enough programs to keep HBM busy.
 - `gemm_streamk`'s kernel (fp16/bf16, descriptors): one tile per program, or several programs
   sharing one tile's K steps and the last of them summing their partials in the same launch; A
-  and W may be swapped so the weight rows fill the MMA's 64-row side. The candidates for M <= 256
-  (`_small_m`) all run on it.
+  and W may be swapped so the weight rows fill the MMA's 64-row side. Most candidates for
+  M <= 256 run on it (`gemm_configs`).
 - `_gemm_kernel`: plain pointer loads; for fp32, for strides a descriptor cannot take, under the
   CPU interpreter and on older GPUs or Tritons.
 
 Tiles are visited in groups of GROUP_M rows of tiles ("grouped ordering"): programs that run at
 the same time share A row-panels and W column-panels, so a panel is fetched from HBM once and then
 served from L2. On the GPU the launch configuration is timed per (M, N, K) at first use (a few
-candidates per shape); under the CPU interpreter a single small configuration is used.
+candidates per shape, `gemm_configs.candidates`); under the CPU interpreter a single small
+configuration is used.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import torch
 import triton
@@ -39,16 +41,20 @@ from roofbench.theory.plan import KernelLaunch, LaunchPlan
 
 from . import gemm_streamk
 from ._util import (
+    Rotation,
     TensorDescriptor,
     Tuner,
     check_float,
     has_tma,
     is_interpreter,
+    l2_bytes,
     linear_reference,
     num_sms,
     output,
+    rotation_sets,
     tma_compatible,
 )
+from .gemm_configs import as_config, candidates
 from .gemm_streamk import tile_coords
 from .gemv_epilogue import sum_splits
 from .gemv_plan import SUM_BLOCK
@@ -200,111 +206,6 @@ def _gemm_tma_kernel(
             tl.store(ptrs, acc, mask=(rows[:, None] < M) & (cols[None, :] < N))
 
 
-# Launch configurations of the descriptor kernel, timed per shape at first use:
-# (BLOCK_M, BLOCK_N, BLOCK_K, num_stages, num_warps, SUBTILE, PERSISTENT).
-# Measured on an H200 (bf16, Llama 3 8B projections, cold-L2 graph replay), ratio to cuBLAS:
-# - M = 4096: persistent 128x256x64 (3 or 4 stages, halved epilogue) 0.97-1.03; the same tile
-#   launched one program per tile 0.88-0.97; 128x128 tiles 0.80-0.95.
-# - M = 512..2048 with N = 1024: few 128x256 tiles (0.3-0.6); 128x128 on 4 warps, 5 stages
-#   0.55-0.96.
-# - M = 129..256: the large-N shapes keep the persistent 128x256 and 128x128 tiles (0.94-1.03).
-_WIDE3 = (128, 256, 64, 3, 8, True, True)
-_WIDE4 = (128, 256, 64, 4, 8, True, True)
-_TALL4 = (256, 128, 64, 4, 8, True, True)
-_SQUARE = (128, 128, 64, 5, 4, False, True)
-_THIN = (64, 128, 128, 4, 4, False, False)
-_NARROW = (64, 64, 128, 6, 4, False, False)
-# Shared memory the K-step ring of a small-M tile may fill (H100/H200: 227 KiB a block, less
-# the epilogue's tile).
-_RING_BYTES = 220_000
-
-
-def _as_config(bm, bn, bk, stages, warps, subtile, persistent, split=1, stream_k=False) -> dict:
-    return {
-        "STREAM_K": stream_k,
-        "BLOCK_M": bm,
-        "BLOCK_N": bn,
-        "BLOCK_K": bk,
-        "GROUP_M": 8,
-        "SPLIT_K": split,
-        "SUBTILE": subtile,
-        "PERSISTENT": persistent,
-        "num_stages": stages,
-        "num_warps": warps,
-    }
-
-
-def _per_tile_config(bm, bn, bk, warps, per_tile=1, swap=False, stages=None) -> dict:
-    """A configuration of `gemm_streamk`'s kernel with `per_tile` programs per output tile (an
-    in-kernel split-K where > 1); `stages` defaults to as many K steps as _RING_BYTES holds."""
-    ring = stages or min(16, (_RING_BYTES - 4 * bm * bn) // ((bm + bn) * bk * 2))
-    cfg = _as_config(bm, bn, bk, ring, warps, False, False, stream_k=True)
-    return {**cfg, "PER_TILE": per_tile, "SWAP_AB": swap}
-
-
-def _on_streamk(shape: tuple, per_tile: int = 1) -> dict:
-    """One of the tile shapes above (its tile, stages and warps) on `gemm_streamk`'s kernel."""
-    bm, bn, bk, stages, warps = shape[:5]
-    return _per_tile_config(bm, bn, bk, warps, per_tile, stages=stages)
-
-
-def _splits(m: int, n: int, k: int, bm: int, bn: int, bk: int, sms: int) -> list[int]:
-    """Programs per tile worth timing beside 1: the largest power of two s that keeps tiles * s
-    within half the SMs, and 2s within all of them, each program keeping >= 4 K steps."""
-    tiles = triton.cdiv(m, bm) * triton.cdiv(n, bn)
-    steps = triton.cdiv(k, bk)
-    s = 1
-    while tiles * s * 2 <= sms // 2 and steps // (2 * s) >= 4:
-        s *= 2
-    out = [s] if s > 1 else []
-    if tiles * s * 2 <= sms and steps // (2 * s) >= 4:
-        out.append(2 * s)
-    return out
-
-
-def _small_m(m: int, n: int, k: int, sms: int) -> list[dict]:
-    """Candidates for M <= 256 (decode batches, short prompts), all on `gemm_streamk`'s kernel
-    with one program per tile or an even in-kernel split-K. Measured on an H200 (bf16, Llama 3
-    8B projections), best of these against cuBLAS:
-    - M <= 64: swapping A and W (the weight rows fill the MMA's 64-row side, the tokens its
-      16-64 wide side, as cuBLAS's kernels for these shapes do) with a deep ring of 128-wide K
-      steps: M = 32 0.99-1.16 (one-tile-per-program 64x64 and 64x128 tiles: 0.86-1.02); a
-      128-row weight tile on 8 warps wins at N = 14336 (1.08); N = 1024 needs 4 programs per
-      tile (64 for 16 tiles: 0.99-1.03; 1: 0.82).
-    - M = 65..128: 64x64 and 64x128 tiles (1.01-1.14), 128x128 where N is large (1.01-1.04),
-      and for N = 1024 two programs per tile (1.04 at K = 4096, 0.92 at K = 8192).
-    Splitting every tile over the SMs (stream-K proper) lost 1.6-6 us of fix-up latency to these."""
-    if m <= 64:
-        tokens = min(64, max(16, triton.next_power_of_2(m)))
-        out = [_per_tile_config(tokens, 64, 128, 4, swap=True)]
-        if m <= 32:
-            out.append(_per_tile_config(tokens, 128, 64, 8, swap=True))
-        else:
-            out.append(_on_streamk(_THIN))
-        out += [
-            _per_tile_config(tokens, 64, 128, 4, s, swap=True)
-            for s in _splits(m, n, k, tokens, 64, 128, sms)
-        ]
-        return out
-    narrow = [_on_streamk(_NARROW, s) for s in [1, *_splits(m, n, k, *_NARROW[:3], sms)]]
-    thin = _on_streamk(_THIN)
-    if m <= 128:  # the square tile one program per tile, not persistent
-        return [*narrow[:3], thin, _on_streamk(_SQUARE)]
-    # one program per tile, and the most programs per tile _splits offers
-    return [narrow[0], *narrow[1:][-1:], thin, _as_config(*_WIDE4), _as_config(*_SQUARE)]
-
-
-def candidates(m: int, n: int, k: int, sms: int) -> list[dict]:
-    """Descriptor-kernel launch configurations worth timing for [m, k] x [n, k]^T (<= 5)."""
-    if m <= 256:
-        return _small_m(m, n, k, sms)
-    if m >= 1024:
-        shapes = [_WIDE3, _WIDE4, _TALL4, _SQUARE] + ([_THIN] if n <= 2048 else [])
-    else:
-        shapes = [_SQUARE, _WIDE4, _THIN, _NARROW]
-    return [_as_config(*c) for c in shapes]
-
-
 _TUNER = Tuner()
 
 
@@ -342,6 +243,16 @@ def _launch_tma(a: torch.Tensor, w: torch.Tensor, c: torch.Tensor, cfg: dict) ->
     )
     if split > 1:
         sum_splits(p, c)
+
+
+def _rotated_launch(a: torch.Tensor, w: torch.Tensor, c: torch.Tensor):
+    """cfg -> a Rotation of the launch over copies of (a, w, c) holding twice L2: the tuner then
+    ranks the candidates as the sweep times them (graph replay over rotating inputs). Under a
+    cold-L2 flush instead, a two-kernel split-K read 1.2-2.4 us slower than in the sweep on an
+    H200 (M = 32-256, N = 1024), as the flush wrote its partials back, and the tuner kept
+    candidates the sweep then measured 2-6% behind cuBLAS."""
+    sets = rotation_sets((a, w, c), 2 * l2_bytes(a.device))
+    return lambda cfg: Rotation([functools.partial(_launch_tma, *s, cfg) for s in sets])
 
 
 def _tma_programs(m: int, n: int, cfg: dict, sms: int) -> int:
@@ -423,7 +334,7 @@ def gemm(
     if _use_tma(a, w, c, config):
         overrides = {key: v for key, v in (config or {}).items() if key != "TMA"}
         if is_interpreter():  # one small tile; the interpreter's cost grows with the tile
-            chosen = {**_as_config(16, 16, 16, 1, 4, False, True), **overrides}
+            chosen = {**as_config(16, 16, 16, 1, 4, False, True), **overrides}
         elif overrides:
             chosen = {**candidates(m, n, k, num_sms(a.device))[0], **overrides}
         else:
@@ -432,6 +343,7 @@ def gemm(
                 key,
                 lambda: candidates(m, n, k, num_sms(a.device)),
                 lambda cfg: _launch_tma(a, w, c, cfg),
+                lambda: _rotated_launch(a, w, c),
             )
         _launch_tma(a, w, c, chosen)
         return c

@@ -36,7 +36,7 @@ Measured on an H200 (bf16, Llama 3 8B projections, M = 32-256): stream-K proper 
 SMs lost 1.6-6 us to an even split (the fix-up chain: partial store, release, atomic, the
 others' loads, at uneven boundaries); two programs per 64-row tile beat one by 7-11% at M =
 32-64, N = K = 4096, but with A and W swapped one per tile won on every shape but N = 1024,
-where 2-4 per tile did. `gemm._small_m` keeps the measured winners.
+where 2-4 per tile did. `gemm_configs._small_m` keeps the measured winners.
 """
 
 from __future__ import annotations

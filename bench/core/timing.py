@@ -47,7 +47,7 @@ from roofbench.bench.core.sampling import (
     sample_until_stable,
     stream_escaped,
 )
-from roofbench.kernels._util import set_tuning_timer
+from roofbench.kernels._util import Rotation, set_tuning_timer
 
 METHODS = ("auto", "events", "graph")
 
@@ -351,6 +351,8 @@ def cold_l2_replay_s(fn: Callable[[], object], budget_s: float = 2e-4, samples: 
     """
     import torch
 
+    if isinstance(fn, Rotation):
+        return rotating_replay_s(fn, budget_s, samples)
     fn()  # compilation and lazy set-up stay out of every timing
     torch.cuda.synchronize()
     flush = ReadFlush()
@@ -364,6 +366,21 @@ def cold_l2_replay_s(fn: Callable[[], object], budget_s: float = 2e-4, samples: 
     both = GraphTimer(flush_then_fn, calls).measure(samples)
     flush_only = GraphTimer(flush, calls).measure(samples)
     return max(percentile(both, 50) - percentile(flush_only, 50), 0.0)
+
+
+def rotating_replay_s(fn: Rotation, budget_s: float = 2e-4, samples: int = 5) -> float:
+    """GPU seconds per call of a `Rotation`: its calls replayed back to back in one graph, a whole
+    number of rotations over its argument sets and about `budget_s` of work, with no L2 flush
+    (the sets exceed L2, so each call's inputs come from DRAM): the sweep's graph replay over
+    rotating inputs, which a tuner uses to rank candidates as the sweep will time them."""
+    import torch
+
+    for _ in range(len(fn)):  # compilation and lazy set-up of every set, untimed
+        fn()
+    torch.cuda.synchronize()
+    estimate_s = max(_median_event_s(fn, None, len(fn)), 1e-7)
+    calls = graph_calls(estimate_s, len(fn), target_s=budget_s, max_calls=16 * len(fn))
+    return percentile(GraphTimer(fn, calls).measure(samples), 50)
 
 
 def warm_up(timer: Timer, seconds: float, clock: Callable[[], float] = time.perf_counter) -> int:

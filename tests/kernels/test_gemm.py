@@ -138,13 +138,20 @@ def test_programs_per_tile_make_an_even_split_k():
 @pytest.mark.parametrize("n, k", [(14336, 4096), (4096, 14336), (1024, 4096)])
 def test_candidates_are_few_and_fit_the_rows(m, n, k):
     configs = gemm_module.candidates(m, n, k, 132)
-    assert 1 <= len(configs) <= 5
+    assert 1 <= len(configs) <= 7
     for cfg in configs:
         assert cfg["BLOCK_M"] <= max(64, m)  # no 128-row tiles for a handful of tokens
         if cfg["SPLIT_K"] > 1:
             assert m <= 256
             steps = k // cfg["BLOCK_K"] // cfg["SPLIT_K"]
             assert steps >= 4
+            tiles = -(-m // cfg["BLOCK_M"]) * -(-n // cfg["BLOCK_N"])
+            assert tiles * cfg["SPLIT_K"] <= 132  # one wave of work items
+    # the two-kernel split-K is offered exactly where 64x64 or 64x128 tiles leave over half the
+    # SMs idle
+    two_kernel = [c for c in configs if not c["STREAM_K"] and c["SPLIT_K"] > 1]
+    few = any(-(-m // 64) * (n // bn) * 2 <= 132 for bn in (64, 128))
+    assert bool(two_kernel) == (m <= 256 and few)
 
 
 def test_tuner_skips_failing_configs_and_caches():
@@ -182,7 +189,7 @@ def _all_candidates() -> list[dict]:
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("index", range(8))
+@pytest.mark.parametrize("index", range(12))
 def test_each_descriptor_candidate_on_gpu(index):
     configs = _all_candidates()
     if index >= len(configs):

@@ -1,7 +1,7 @@
 """The small-M GEMM candidates on `gemm_streamk`'s kernel as Triton compiles them for sm_90
 (`compiled_gemm_small_m.py`, in a process of its own): each fits a Hopper block's shared
 memory, spills nothing, and with A and W swapped runs the wgmma with the weight rows on its
-64-row side and the token tile on its N side, as the docstring of `gemm._small_m` says."""
+64-row side and the token tile on its N side, as the docstring of `gemm_configs._small_m` says."""
 
 import json
 from pathlib import Path

@@ -24,6 +24,7 @@ from roofbench.bench.core.timing import (
     cold_l2_replay_s,
     time_gpu,
 )
+from roofbench.kernels._util import Rotation, l2_bytes, rotation_sets
 
 
 class FakeClock:
@@ -261,6 +262,21 @@ def test_auto_replays_a_graph_for_a_short_kernel_and_matches_events():
     # Graph replay drops launch gaps, so it is not slower; both read the same 64 MiB from HBM.
     assert graph.median_s < events.median_s * 1.2
     assert graph.median_s > events.median_s * 0.5
+
+
+@pytest.mark.gpu
+def test_a_rotation_is_replayed_cold_without_a_flush():
+    # 16 MiB fits in L2; a rotation over copies holding twice L2 must still read from HBM.
+    x = torch.rand(2**22, device="cuda")
+    sets = rotation_sets((x,), 2 * l2_bytes(x.device))
+    assert len(sets) >= 4
+    rotation = Rotation([lambda t=t[0]: t.sum() for t in sets])
+    cold = cold_l2_replay_s(rotation)  # the tuner's timer hands a Rotation to rotating replay
+    hot = timing.rotating_replay_s(Rotation([lambda: x.sum()]))  # one set: L2-resident
+    read_s = x.numel() * 4 / 6e12  # no HBM on these GPUs reads 6 TB/s
+    assert cold > read_s and cold > 1.2 * hot, (cold, hot, read_s)
+    events = time_gpu(lambda t: t.sum(), args=sets, method="graph", rule=QUICK)
+    assert 0.7 < cold / events.median_s < 1.3  # as the sweep's rotating graph times it
 
 
 @pytest.mark.gpu
