@@ -137,11 +137,18 @@ class Rotation:
         self.launches[i]()
 
 
+# The most argument sets a Rotation gets: inputs so small that more would be needed to fill L2
+# twice make a latency-bound launch, for which where they are read from matters little (the
+# sweep caps its own rotation likewise).
+MAX_ROTATION_SETS = 64
+
+
 def rotation_sets(tensors: tuple[torch.Tensor, ...], min_bytes: int) -> list[tuple]:
-    """`tensors` and copies of them until the sets hold `min_bytes` together (the first set is
-    `tensors` itself; a single set already that large gets no copies)."""
+    """`tensors` and copies of them until the sets hold `min_bytes` together, at most
+    MAX_ROTATION_SETS (the first set is `tensors` itself; one set that large gets no copies)."""
     per_set = sum(t.numel() * t.element_size() for t in tensors)
     copies = max(0, math.ceil(min_bytes / max(per_set, 1)) - 1)
+    copies = min(copies, MAX_ROTATION_SETS - 1)
     return [tensors] + [tuple(t.clone() for t in tensors) for _ in range(copies)]
 
 

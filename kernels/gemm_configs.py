@@ -28,6 +28,8 @@ _NARROW = (64, 64, 128, 6, 4, False, False)
 # Shared memory the K-step ring of a small-M tile may fill (H100/H200: 227 KiB a block, less
 # the epilogue's tile).
 _RING_BYTES = 220_000
+# A ring half as deep, so that two programs share an SM.
+_HALF_RING_BYTES = 110_000
 
 
 def as_config(bm, bn, bk, stages, warps, subtile, persistent, split=1, stream_k=False) -> dict:
@@ -45,10 +47,12 @@ def as_config(bm, bn, bk, stages, warps, subtile, persistent, split=1, stream_k=
     }
 
 
-def _per_tile_config(bm, bn, bk, warps, per_tile=1, swap=False, stages=None) -> dict:
+def _per_tile_config(
+    bm, bn, bk, warps, per_tile=1, swap=False, stages=None, ring_bytes=_RING_BYTES
+) -> dict:
     """A configuration of `gemm_streamk`'s kernel with `per_tile` programs per output tile (an
-    in-kernel split-K where > 1); `stages` defaults to as many K steps as _RING_BYTES holds."""
-    ring = stages or min(16, (_RING_BYTES - 4 * bm * bn) // ((bm + bn) * bk * 2))
+    in-kernel split-K where > 1); `stages` defaults to as many K steps as `ring_bytes` holds."""
+    ring = stages or min(16, (ring_bytes - 4 * bm * bn) // ((bm + bn) * bk * 2))
     cfg = as_config(bm, bn, bk, ring, warps, False, False, stream_k=True)
     return {**cfg, "PER_TILE": per_tile, "SWAP_AB": swap}
 
@@ -104,7 +108,10 @@ def _small_m(m: int, n: int, k: int, sms: int) -> list[dict]:
       16-64 wide side, as cuBLAS's kernels for these shapes do) with a deep ring of 128-wide K
       steps: M = 32 0.99-1.16 (one-tile-per-program 64x64 and 64x128 tiles: 0.86-1.02); a
       128-row weight tile on 8 warps wins at N = 14336 (1.08); N = 1024 needs 4 programs per
-      tile (64 for 16 tiles: 0.99-1.03; 1: 0.82).
+      tile (64 for 16 tiles: 0.99-1.03; 1: 0.82). Where the 64-row weight tiles make 1-2 waves
+      (N = 14336: 224 tiles), a ring half as deep lets two programs share an SM, so the whole
+      grid is resident at once: 30.2 and 30.8 us against 32.4 and 32.5 at M = 16 and 32 (K =
+      4096; cuBLAS 29.9 and 31.3), under the sweep's timer.
     - M = 65..128: 64x64 and 64x128 tiles (1.01-1.14), 128x128 where N is large (1.01-1.04),
       and for N = 1024 two programs per tile (1.04 at K = 4096, 0.92 at K = 8192).
     Splitting every tile over the SMs (stream-K proper) lost 1.6-6 us of fix-up latency to these."""
@@ -113,6 +120,9 @@ def _small_m(m: int, n: int, k: int, sms: int) -> list[dict]:
         out = [_per_tile_config(tokens, 64, 128, 4, swap=True)]
         if m <= 32:
             out.append(_per_tile_config(tokens, 128, 64, 8, swap=True))
+            if sms < triton.cdiv(n, 64) <= 2 * sms:  # two programs an SM: no second wave
+                half = _per_tile_config(tokens, 64, 128, 4, swap=True, ring_bytes=_HALF_RING_BYTES)
+                out.append(half)
         else:
             out.append(_on_streamk(_THIN))
         out += [

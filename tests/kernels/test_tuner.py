@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from roofbench.kernels._util import (
+    MAX_ROTATION_SETS,
     TIE_FRACTION,
     Rotation,
     Tuner,
@@ -95,4 +96,5 @@ def test_rotation_sets_copy_the_inputs_until_they_hold_min_bytes():
         assert copy_a.data_ptr() != a.data_ptr() and torch.equal(copy_a, a)
         assert torch.equal(copy_w, w)
     assert rotation_sets((a, w), 640) == [(a, w)]  # one set already holds enough
+    assert len(rotation_sets((a, w), 10**9)) == MAX_ROTATION_SETS  # tiny inputs: capped
     assert l2_bytes(torch.device("cpu")) == 0
