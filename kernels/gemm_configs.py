@@ -88,7 +88,7 @@ def _split_for(m: int, n: int, k: int, bm: int, bn: int, bk: int, sms: int) -> i
 
 
 def _few_tiles(m: int, n: int, k: int, sms: int) -> list[dict]:
-    """Where the 64x64 or 64x128 tiles fill under half the SMs (N = 1024 at M <= 256), their
+    """Where the 64x64 or 64x128 tiles fill under half the SMs (N = 1024 at M <= 512), their
     two-kernel split-K on the descriptor kernel: its partials summed by a kernel on every SM.
     Measured on an H200 under the sweep's timer (M = 64-256, N = 1024, K = 4096-8192) it beat
     cuBLAS by 1-9%, where the in-kernel split (one finisher per tile) was 2-12% behind."""
@@ -144,6 +144,6 @@ def candidates(m: int, n: int, k: int, sms: int) -> list[dict]:
         return _small_m(m, n, k, sms) + _few_tiles(m, n, k, sms)
     if m >= 1024:
         shapes = [_WIDE3, _WIDE4, _TALL4, _SQUARE] + ([_THIN] if n <= 2048 else [])
-    else:
-        shapes = [_SQUARE, _WIDE4, _THIN, _NARROW]
-    return [as_config(*c) for c in shapes]
+        return [as_config(*c) for c in shapes]
+    shapes = [_SQUARE, _WIDE4, _THIN, _NARROW]
+    return [as_config(*c) for c in shapes] + _few_tiles(m, n, k, sms)
