@@ -340,14 +340,11 @@ def cold_l2_replay_s(fn: Callable[[], object], budget_s: float = 2e-4, samples: 
 
     Two graphs of `calls` calls each (`calls` fills about `budget_s`, 1 to 16): (flush, fn) and
     the flush alone; the time per call is the difference of their median replay times. The flush
-    only reads (`ReadFlush`): `L2Flush` leaves L2 full of dirty lines whose write-back (8.5 us
-    on an H200, the calibration's `writeback_s`) lands on the timed call, more of it hidden
-    under a latency-bound candidate than under a bandwidth-bound one, and the sweep times short
-    kernels by graph replay over rotating inputs, with no such write-back. Per-call
-    events (triton.testing.do_bench) include the host's launch gaps, which for a microsecond
-    kernel outweigh the differences a tuner looks for: on an H200, a split-K GEMM (two launches)
-    and a one-launch GEMM of M=64, N=1024, K=4096 read 13.4 and 13.3 us under do_bench but 8.9
-    and 10.8 us under graph replay, which is how the suite times such kernels.
+    only reads (`ReadFlush`): `L2Flush` leaves dirty lines whose write-back (8.5 us on an H200,
+    the calibration's `writeback_s`) lands on the timed call. Per-call events (do_bench) add the
+    host's launch gaps, which for a microsecond kernel outweigh what a tuner looks for (on an
+    H200, two GEMMs of M=64, N=1024, K=4096 read 13.4 and 13.3 us there, 8.9 and 10.8 here).
+    A `Rotation` is timed by `rotating_replay_s` instead, with no flush at all.
     """
     import torch
 
@@ -369,10 +366,9 @@ def cold_l2_replay_s(fn: Callable[[], object], budget_s: float = 2e-4, samples: 
 
 
 def rotating_replay_s(fn: Rotation, budget_s: float = 2e-4, samples: int = 5) -> float:
-    """GPU seconds per call of a `Rotation`: its calls replayed back to back in one graph, a whole
-    number of rotations over its argument sets and about `budget_s` of work, with no L2 flush
-    (the sets exceed L2, so each call's inputs come from DRAM): the sweep's graph replay over
-    rotating inputs, which a tuner uses to rank candidates as the sweep will time them."""
+    """GPU seconds per call of a `Rotation`, replayed back to back in one graph (whole rotations,
+    about `budget_s` of work) with no flush: its sets exceed L2, so each call reads from DRAM, as
+    the sweep's graph replay over rotating inputs times it."""
     import torch
 
     for _ in range(len(fn)):  # compilation and lazy set-up of every set, untimed
