@@ -193,8 +193,9 @@ class Tuner:
 
     A launcher passes its candidate configurations (in its order of preference) and a function
     that launches one of them; each is timed by `time_s(launch)` (default: the timer
-    `set_tuning_timer` installed; the suite installs its cold-L2 graph replay, as it times short
-    kernels) in TUNING_ROUNDS interleaved rounds, and `tuned_choice` keeps one for the key. A
+    `set_tuning_timer` installed; the suite installs its cold-L2 graph replay, which replays a
+    `Rotation` without a flush, as the sweep times short kernels) in TUNING_ROUNDS interleaved
+    rounds, and `tuned_choice` keeps one for the key. A
     candidate that fails to compile or launch (out of shared memory, say) is skipped. Unlike
     triton.autotune this times the whole launch (a split-K reduction pass included).
     """
