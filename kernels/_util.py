@@ -139,7 +139,7 @@ class Rotation:
 
 # The most argument sets a Rotation gets: inputs so small that more would be needed to fill L2
 # twice make a latency-bound launch, for which where they are read from matters little (the
-# sweep caps its own rotation likewise).
+# sweep's own rotation stops at 256 sets; 64 keeps a tuning round's graphs short).
 MAX_ROTATION_SETS = 64
 
 

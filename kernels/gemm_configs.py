@@ -77,16 +77,6 @@ def _splits(m: int, n: int, k: int, bm: int, bn: int, bk: int, sms: int) -> list
     return out
 
 
-def _split_for(m: int, n: int, k: int, bm: int, bn: int, bk: int, sms: int) -> int:
-    """The two-kernel split-K for few tiles: the largest power of two s <= 16 with tiles * s
-    within the SMs and >= 4 K steps per split (1 where no split fits)."""
-    tiles = triton.cdiv(m, bm) * triton.cdiv(n, bn)
-    s = 1
-    while s < 16 and tiles * s * 2 <= sms and triton.cdiv(k, bk) // (2 * s) >= 4:
-        s *= 2
-    return s
-
-
 def _few_tiles(m: int, n: int, k: int, sms: int) -> list[dict]:
     """Where the 64x64 or 64x128 tiles fill under half the SMs (N = 1024 at M <= 512), their
     two-kernel split-K on the descriptor kernel: its partials summed by a kernel on every SM.
@@ -96,7 +86,8 @@ def _few_tiles(m: int, n: int, k: int, sms: int) -> list[dict]:
     8192 (0.963-0.988 of cuBLAS), ran 64-128 tiles on 132 SMs without it."""
     out = []
     for shape in (_NARROW, _THIN):
-        split = _split_for(m, n, k, *shape[:3], sms)
+        # the most programs per tile within the SMs (each >= 4 K steps), at most 16
+        split = min(16, max([1, *_splits(m, n, k, *shape[:3], sms)]))
         if split > 1:
             out.append(as_config(*shape, split=split))
     return out

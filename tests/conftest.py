@@ -40,3 +40,17 @@ def compile_script(tmp_path_factory):
         return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def compiled_json(compile_script):
+    """`compiled_json(path, timeout=300)`: run a compile script as `compile_script` does, require
+    it to exit 0, and return the JSON object each of its lines starting with "{" holds."""
+    import json
+
+    def run(script, timeout: float = 300) -> list[dict]:
+        done = compile_script(script, timeout=timeout)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+    return run

@@ -3,7 +3,6 @@ Triton compiles them for sm_90 (no GPU needed): the schedule their plan declares
 beside the P V product) is what the compiled kernel does, their shared memory is the rings their
 configurations name, and the warp-specialized one gives its partitions the registers it names."""
 
-import json
 from pathlib import Path
 
 import pytest
@@ -12,10 +11,8 @@ SCRIPT = Path(__file__).with_name("compiled_attention_overlap.py")
 
 
 @pytest.fixture(scope="module")
-def compiled(compile_script):
-    done = compile_script(SCRIPT, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+def compiled(compiled_json):
+    return compiled_json(SCRIPT, timeout=600)
 
 
 def test_every_configuration_compiles_for_sm90(compiled):

@@ -3,7 +3,6 @@
 memory, spills nothing, and with A and W swapped runs the wgmma with the weight rows on its
 64-row side and the token tile on its N side, as the docstring of `gemm_configs._small_m` says."""
 
-import json
 from pathlib import Path
 
 import pytest
@@ -14,10 +13,8 @@ HOPPER_SHARED_BYTES = 232448
 
 
 @pytest.fixture(scope="module")
-def compiled(compile_script):
-    done = compile_script(SCRIPT, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+def compiled(compiled_json):
+    return compiled_json(SCRIPT, timeout=600)
 
 
 def test_every_small_m_candidate_fits_a_hopper_block(compiled):

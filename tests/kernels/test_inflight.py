@@ -2,16 +2,13 @@
 T5 term `theory.tiers.read_bandwidth` reads them) against the kernels as Triton compiles them for
 sm_90: `compiled_inflight.py` compiles them in a process of its own, without the interpreter."""
 
-import json
 from pathlib import Path
 
 SCRIPT = Path(__file__).with_name("compiled_inflight.py")
 
 
-def test_declared_bytes_in_flight_are_what_the_compiled_kernels_keep(compile_script):
-    done = compile_script(SCRIPT)
-    assert done.returncode == 0, done.stderr[-3000:]
-    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+def test_declared_bytes_in_flight_are_what_the_compiled_kernels_keep(compiled_json):
+    lines = compiled_json(SCRIPT)
     gemv = [x for x in lines if x["kernel"] in ("gemv", "gemv_epilogue", "gemv_packed")]
     decode = [x for x in lines if x["kernel"] == "decode_split"]
     assert len(gemv) == 9 and len(decode) == 2
