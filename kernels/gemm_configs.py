@@ -78,7 +78,7 @@ def _splits(m: int, n: int, k: int, bm: int, bn: int, bk: int, sms: int) -> list
 
 
 def _few_tiles(m: int, n: int, k: int, sms: int) -> list[dict]:
-    """Where the 64x64 or 64x128 tiles fill under half the SMs (N = 1024 at M <= 512), their
+    """Where 64x64 or 64x128 tiles fill under half the SMs (N = 1024 to M = 512, 4096 to 128), their
     two-kernel split-K on the descriptor kernel: its partials summed by a kernel on every SM.
     Measured on an H200 under the sweep's timer (M = 64-256, N = 1024, K = 4096-8192) it beat
     cuBLAS by 1-9%, where the in-kernel split (one finisher per tile) was 2-12% behind. At
